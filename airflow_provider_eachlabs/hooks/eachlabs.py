@@ -1,0 +1,406 @@
+"""EachlabsHook: the ``eachlabs`` connection and two thin transports over ``api.py``.
+
+Workers use ``requests`` (one ``Session`` per hook); the triggerer uses ``httpx`` with one client per
+event loop, so thousands of waiting triggers share a small connection pool. Both send what ``api``
+builds and hand what they receive back to ``api``; retries are tenacity's, with the one policy in
+``api.should_retry``. HTTP libraries and tenacity load inside the methods that use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_eachlabs import api
+from airflow_provider_eachlabs.api import ApiRequest, ApiResponse, EachlabsConnectionError, Prediction
+from airflow_provider_eachlabs.polling import PollLoop, PollSchedule, expected_seconds_for
+
+if TYPE_CHECKING:
+    import httpx
+    import requests
+    import tenacity
+    from airflow.sdk import Connection
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_BACKOFF_INITIAL = 1.0
+DEFAULT_BACKOFF_MAX = 60.0
+DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+# One pool per event loop, shared by every trigger in it: at most this many sockets to the API.
+ASYNC_POOL_SIZE = 10
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True)
+class EachlabsSettings:
+    """What the connection says, read once; ``repr`` leaves the key out."""
+
+    host: str
+    api_key: str
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_initial: float = DEFAULT_BACKOFF_INITIAL
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+
+    def __repr__(self) -> str:
+        return f"EachlabsSettings(host={self.host!r}, api_key=***, timeout={self.timeout})"
+
+    @classmethod
+    def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> EachlabsSettings:
+        api_key = (conn.password or "").strip()
+        if not api_key:
+            raise api.EachlabsAuthError(
+                f"Eachlabs connection {conn.conn_id!r} has no API key: put it in the password field"
+            )
+        return cls(
+            host=api.validate_host(_connection_host(conn)),
+            api_key=api_key,
+            timeout=float(_extra(extra, "timeout", DEFAULT_TIMEOUT)),
+            max_retries=int(_extra(extra, "max_retries", DEFAULT_MAX_RETRIES)),
+            backoff_initial=float(_extra(extra, "backoff_initial", DEFAULT_BACKOFF_INITIAL)),
+            backoff_max=float(_extra(extra, "backoff_max", DEFAULT_BACKOFF_MAX)),
+        )
+
+
+def _extra(extra: Mapping[str, Any], name: str, default: float) -> Any:
+    """Extras may be plain or carry the ``extra__eachlabs__`` prefix older UIs wrote."""
+    value = extra.get(name, extra.get(f"extra__eachlabs__{name}"))
+    return default if value in (None, "") else value
+
+
+def _connection_host(conn: Connection) -> str:
+    host = (conn.host or "").strip()
+    if not host:
+        return api.DEFAULT_HOST
+    if "://" not in host:
+        host = f"{conn.schema or 'https'}://{host}"
+    if conn.port and host.count(":") < 2:
+        host = f"{host.rstrip('/')}:{conn.port}"
+    return host
+
+
+class EachlabsHook(BaseHook):
+    """Talks to the Eachlabs API with the key and host of an ``eachlabs`` connection.
+
+    :param eachlabs_conn_id: the connection; its password is the API key, its host the API base URL.
+    """
+
+    conn_name_attr = "eachlabs_conn_id"
+    default_conn_name = "eachlabs_default"
+    conn_type = "eachlabs"
+    hook_name = "Eachlabs"
+
+    def __init__(self, eachlabs_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.eachlabs_conn_id = eachlabs_conn_id
+        self._settings: EachlabsSettings | None = None
+        self._session: requests.Session | None = None
+
+    def __repr__(self) -> str:
+        return f"EachlabsHook(eachlabs_conn_id={self.eachlabs_conn_id!r})"
+
+    # --- the connection -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> EachlabsSettings:
+        if self._settings is None:
+            conn = self.get_connection(self.eachlabs_conn_id)
+            self._settings = self._remember(EachlabsSettings.from_connection(conn, conn.extra_dejson))
+        return self._settings
+
+    async def aget_settings(self) -> EachlabsSettings:
+        """The settings without a blocking DB or supervisor call inside the triggerer's event loop."""
+        if self._settings is None:
+            from airflow.providers.common.compat.connection import (
+                get_async_connection,
+                get_async_extra_dejson,
+            )
+
+            conn = await get_async_connection(self.eachlabs_conn_id, hook=self)
+            extra = await get_async_extra_dejson(conn)
+            self._settings = self._remember(EachlabsSettings.from_connection(conn, extra))
+        return self._settings
+
+    @staticmethod
+    def _remember(settings: EachlabsSettings) -> EachlabsSettings:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(settings.api_key)
+        return settings
+
+    @property
+    def host(self) -> str:
+        return self.settings.host
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call: the flux-fill-pro model description."""
+        try:
+            self.get_model("flux-fill-pro")
+        except Exception as error:
+            return False, str(error)
+        return True, f"Connected to Eachlabs at {self.settings.host}"
+
+    # --- the API, one method per verb -----------------------------------------------------------
+
+    def create_prediction(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+    ) -> str:
+        """Start a prediction and return its id. Never re-sent once it may have reached the server."""
+        request = api.create_prediction_request(model, input, webhook_url, webhook_secret)
+        response = self._send(request, idempotent=False)
+        prediction_id = api.read_created_prediction_id(response)
+        self.log.info("Created Eachlabs prediction %s for model %s", prediction_id, model)
+        return prediction_id
+
+    def get_prediction(self, prediction_id: str) -> Prediction:
+        response = self._send(api.get_prediction_request(prediction_id), idempotent=True)
+        return api.read_prediction(response, prediction_id)
+
+    def cancel_prediction(self, prediction_id: str) -> None:
+        """Ask the API to stop a prediction; best effort on its side."""
+        api.read_json(self._send(api.cancel_prediction_request(prediction_id), idempotent=True))
+        self.log.info("Asked Eachlabs to cancel prediction %s", prediction_id)
+
+    def get_model(self, slug: str) -> dict[str, Any]:
+        """The model's description, including its ``request_schema``."""
+        body = api.read_json(self._send(api.get_model_request(slug), idempotent=True))
+        if not isinstance(body, dict):
+            raise api.EachlabsResponseError(f"the model answer for {slug!r} is not an object")
+        return body
+
+    def upload_bytes(self, content: bytes, content_type: str) -> str:
+        """Upload a file through a presigned URL and return the ``public_url`` to pass as input."""
+        presign = api.read_json(self._send(api.presign_upload_request(content_type), idempotent=True))
+        target = api.read_presigned_upload(presign)
+        headers = {"Content-Type": content_type, **target.required_headers}
+        response = self._send_raw("PUT", target.presigned_url, headers=headers, data=content)
+        api.raise_for_status(response)
+        return target.public_url
+
+    def download(self, url: str, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> api.Download:
+        """Fetch an output file; the key goes along only to the API host itself."""
+        headers = self._auth_headers() if url.startswith(self.settings.host + "/") else {}
+        return self._retrying(idempotent=True)(self._download_once, url, headers, max_bytes)
+
+    def wait_for_prediction(
+        self,
+        prediction_id: str,
+        poll_interval: float | None = None,
+        timeout: float = 3600.0,
+        *,
+        model: str | None = None,
+        started_at: float | None = None,
+        on_step: Callable[[str], None] | None = None,
+    ) -> Prediction:
+        """Poll until the prediction ends; ``PredictionTimeout`` after ``timeout`` seconds."""
+        started = started_at if started_at is not None else time.time()
+        loop = PollLoop(
+            prediction_id,
+            started_at=started,
+            deadline=started + timeout,
+            schedule=PollSchedule(poll_interval, expected_seconds_for(model)),
+        )
+        time.sleep(loop.first_wait(time.time()))
+        while True:
+            try:
+                step = loop.on_prediction(self.get_prediction(prediction_id), time.time())
+            except api.EachlabsError as error:
+                step = loop.on_error(error, time.time())
+            if step.note:
+                (on_step or self.log.info)(step.note)
+            if step.done is not None:
+                return step.done
+            if step.timed_out:
+                raise api.PredictionTimeout(prediction_id, time.time() - started, loop.last_status)
+            time.sleep(step.wait)
+
+    # --- async counterparts for the triggerer -----------------------------------------------------
+
+    async def aget_prediction(self, prediction_id: str) -> Prediction:
+        response = await self._asend(api.get_prediction_request(prediction_id))
+        return api.read_prediction(response, prediction_id)
+
+    async def acancel_prediction(self, prediction_id: str) -> None:
+        api.read_json(await self._asend(api.cancel_prediction_request(prediction_id)))
+
+    # --- sync transport ---------------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        return api.auth_headers(self.settings.api_key)
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
+    def _send(self, request: ApiRequest, *, idempotent: bool) -> ApiResponse:
+        """Send an API request with retries; return the final answer, 2xx or not."""
+
+        def attempt() -> ApiResponse:
+            response = self._send_raw(
+                request.method,
+                self.settings.host + request.path,
+                headers=self._auth_headers(),
+                json=request.json,
+                params=request.params,
+            )
+            api.raise_for_status(response)
+            return response
+
+        return self._retrying(idempotent=idempotent)(attempt)
+
+    def _send_raw(self, method: str, url: str, **kwargs: Any) -> ApiResponse:
+        import requests
+
+        try:
+            response = self.session.request(method, url, timeout=self.settings.timeout, **kwargs)
+        except requests.RequestException as error:
+            raise _sync_transport_error(method, url, error) from None
+        return ApiResponse(response.status_code, response.headers, response.content)
+
+    def _download_once(self, url: str, headers: dict[str, str], max_bytes: int) -> api.Download:
+        import requests
+
+        try:
+            with self.session.get(url, headers=headers, timeout=self.settings.timeout, stream=True) as r:
+                meta = ApiResponse(r.status_code, r.headers, b"")
+                if r.status_code >= 400:
+                    api.raise_for_status(ApiResponse(r.status_code, r.headers, r.content[:2048]))
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in r.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise api.EachlabsResponseError(
+                            f"output {url} is larger than the {max_bytes} byte limit",
+                            request_id=meta.request_id,
+                        )
+                    chunks.append(chunk)
+        except requests.RequestException as error:
+            raise _sync_transport_error("GET", url, error) from None
+        return api.Download(url, b"".join(chunks), api.header(meta.headers, "Content-Type") or "")
+
+    def _retrying(self, *, idempotent: bool) -> tenacity.Retrying:
+        import tenacity
+
+        return tenacity.Retrying(**self._retry_policy(idempotent))
+
+    def _retry_policy(self, idempotent: bool) -> dict[str, Any]:
+        import tenacity
+
+        settings = self.settings
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                return float(min(retry_after, settings.backoff_max))
+            backoff = tenacity.wait_random_exponential(
+                multiplier=settings.backoff_initial, max=settings.backoff_max
+            )
+            return float(backoff(state))
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            self.log.warning(
+                "Eachlabs request failed (%s); retry %d of %d in %.1fs",
+                error,
+                state.attempt_number,
+                settings.max_retries,
+                delay,
+            )
+
+        return {
+            "retry": tenacity.retry_if_exception(lambda e: api.should_retry(e, idempotent=idempotent)),
+            "wait": wait,
+            "stop": tenacity.stop_after_attempt(settings.max_retries + 1),
+            "before_sleep": log_retry,
+            "reraise": True,
+        }
+
+    # --- async transport --------------------------------------------------------------------------
+
+    async def _asend(self, request: ApiRequest) -> ApiResponse:
+        """Send an idempotent API request from the triggerer, with the same retry policy."""
+        import httpx
+        import tenacity
+
+        settings = await self.aget_settings()
+        client = _async_client()
+        url = settings.host + request.path
+        async for attempt in tenacity.AsyncRetrying(**self._retry_policy(idempotent=True)):
+            with attempt:
+                try:
+                    response = await client.request(
+                        request.method,
+                        url,
+                        headers=api.auth_headers(settings.api_key),
+                        json=request.json,
+                        params=request.params,
+                        timeout=settings.timeout,
+                    )
+                except httpx.TransportError as error:
+                    raise _async_transport_error(request.method, url, error) from None
+                answer = ApiResponse(response.status_code, response.headers, response.content)
+                api.raise_for_status(answer)
+        return answer
+
+
+def _async_client() -> httpx.AsyncClient:
+    """The event loop's shared client: a bounded pool instead of a socket per trigger."""
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=ASYNC_POOL_SIZE, max_keepalive_connections=ASYNC_POOL_SIZE),
+            timeout=httpx.Timeout(DEFAULT_TIMEOUT, pool=None),
+        )
+        _async_clients[loop] = client
+    return client
+
+
+def _sync_transport_error(method: str, url: str, error: Exception) -> EachlabsConnectionError:
+    import requests
+    import urllib3.exceptions
+
+    reason = error.args[0] if error.args else None
+    reason = getattr(reason, "reason", reason)
+    never_sent = isinstance(error, requests.ConnectTimeout) or isinstance(
+        reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+    )
+    return EachlabsConnectionError(
+        f"{method} {url} failed: {type(error).__name__}: {_first_line(error)}", request_sent=not never_sent
+    )
+
+
+def _async_transport_error(method: str, url: str, error: Exception) -> EachlabsConnectionError:
+    import httpx
+
+    never_sent = isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    return EachlabsConnectionError(
+        f"{method} {url} failed: {type(error).__name__}: {_first_line(error)}", request_sent=not never_sent
+    )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else "no detail"

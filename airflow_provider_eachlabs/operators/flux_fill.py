@@ -1,0 +1,148 @@
+"""FluxFillOperator: flux-fill-pro inpainting with the model page's parameters, checked before sending.
+
+Only ``airflow.sdk`` and the generic operator load when a DAG file imports this; validation, uploads
+and HTTP load inside ``execute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_eachlabs.operators.prediction import EachlabsPredictionOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_eachlabs.api import Prediction
+
+
+class FluxFillOperator(EachlabsPredictionOperator):
+    """Fill the masked part of an image with flux-fill-pro.
+
+    :param prompt: what to paint into the masked region.
+    :param image: the image: a public https URL, a local path, ``file://`` or an object-storage URI
+        (files are uploaded first). May carry an alpha mask.
+    :param mask: black keeps, white is filled; same size as the image. Optional when the image has an
+        alpha channel.
+    :param seed: integer for reproducible fills.
+    :param steps: diffusion steps, 1 to 50 (default 50).
+    :param prompt_upsampling: let the model rewrite the prompt (default False).
+    :param guidance: prompt adherence, 2 to 5 (default 3).
+    :param safety_tolerance: 1 (strictest) to 6 (default 2).
+    :param output_format: ``jpg`` (default) or ``png``.
+    :param preview_path: where to write a before | mask | after PNG (needs Pillow). Templated.
+
+    Every other argument is ``EachlabsPredictionOperator``'s. All model parameters are templated and
+    validated after rendering; text that templates render (``"30"``, ``"true"``) is read as the
+    number or boolean it spells.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "image",
+        "mask",
+        "seed",
+        "steps",
+        "prompt_upsampling",
+        "guidance",
+        "safety_tolerance",
+        "output_format",
+        "webhook_url",
+        "output_path",
+        "preview_path",
+    )
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        image: str,
+        mask: str | None = None,
+        seed: int | None = None,
+        steps: int = 50,
+        prompt_upsampling: bool = False,
+        guidance: float = 3,
+        safety_tolerance: int = 2,
+        output_format: str = "jpg",
+        preview_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model="flux-fill-pro", **kwargs)
+        self.prompt = prompt
+        self.image = image
+        self.mask = mask
+        self.seed = seed
+        self.steps = steps
+        self.prompt_upsampling = prompt_upsampling
+        self.guidance = guidance
+        self.safety_tolerance = safety_tolerance
+        self.output_format = output_format
+        self.preview_path = preview_path
+        self._input_bytes: dict[str, bytes] = {}
+
+    def build_input(self, context: Context) -> dict[str, Any]:
+        """Validate every field, then upload file inputs (reusing an earlier try's uploads)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_provider_eachlabs.inputs import EachlabsInputError, FluxFillInput, is_web_reference
+        from airflow_provider_eachlabs.operators.prediction import STATE_UPLOADS_KEY
+        from airflow_provider_eachlabs.storage import upload_source
+
+        try:
+            checked = FluxFillInput.validate(
+                prompt=self.prompt,
+                image=self.image,
+                mask=self.mask,
+                seed=self.seed,
+                steps=self.steps,
+                prompt_upsampling=self.prompt_upsampling,
+                guidance=self.guidance,
+                safety_tolerance=self.safety_tolerance,
+                output_format=self.output_format,
+                api_host=self.hook.host,
+            )
+            body = checked.to_api()
+            store = context.get("task_state_store")
+            earlier = store.get(STATE_UPLOADS_KEY) if store is not None else None
+            uploads = {str(k): str(v) for k, v in earlier.items()} if isinstance(earlier, dict) else {}
+            for field in ("image", "mask"):
+                source = body.get(field)
+                if source and not is_web_reference(source):
+                    body[field], self._input_bytes[field] = upload_source(self.hook, field, source, uploads)
+            if uploads and store is not None:
+                store.set(STATE_UPLOADS_KEY, dict[str, Any](uploads))
+        except EachlabsInputError as error:
+            raise AirflowFailException(str(error)) from error
+        return body
+
+    def expected_output_format(self) -> str | None:
+        return str(self.output_format)
+
+    def output_extension(self, prediction: Prediction) -> str:
+        return str(self.output_format)
+
+    def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
+        result = super().finish(context, prediction)
+        if self.preview_path and prediction.output_url:
+            result["preview_path"] = self._write_preview(prediction)
+        return result
+
+    def _write_preview(self, prediction: Prediction) -> str:
+        from airflow_provider_eachlabs.storage import read_source, write_preview
+
+        def fetch(field: str, source: str | None) -> bytes | None:
+            if not source:
+                return None
+            if field in self._input_bytes:
+                return self._input_bytes[field]
+            if "://" in source and source.split("://", 1)[0] in ("http", "https"):
+                return self.hook.download(source, self.max_output_bytes).content
+            return read_source(field, source)
+
+        before = fetch("image", self.image)
+        after = fetch("output", prediction.output_url)
+        assert before is not None and after is not None
+        path = write_preview(str(self.preview_path), before, fetch("mask", self.mask), after)
+        self.log.info("Wrote a before | mask | after preview to %s", path)
+        return path

@@ -1,0 +1,266 @@
+"""EachlabsPredictionOperator: run any Eachlabs model as a task — submit, record, wait, finish.
+
+Module level imports only ``airflow.sdk`` and this package's cheap modules: DAG files import this
+at every parse. The hook, HTTP libraries and the trigger load inside ``execute``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_eachlabs.links import PREDICTION_ID_KEY, PREDICTION_URL_KEY, EachlabsPredictionLink
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_eachlabs.api import Prediction
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+# task_state_store keys: renaming them breaks re-attachment of retries already in flight.
+STATE_PREDICTION_KEY = "eachlabs_prediction"
+STATE_UPLOADS_KEY = "eachlabs_uploads"
+DEFAULT_TIMEOUT = timedelta(hours=1)
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``, as Airflow's own deferrable operators read it."""
+    from airflow.sdk.configuration import conf
+
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
+class EachlabsPredictionOperator(BaseOperator):
+    """Run one Eachlabs prediction of any model and return a small result.
+
+    :param model: the model slug, e.g. ``flux-fill-pro``. Templated.
+    :param input: the model's input object, sent as is. Templated.
+    :param eachlabs_conn_id: the ``eachlabs`` connection holding the API key.
+    :param deferrable: wait in the triggerer, freeing the worker slot. Defaults to
+        ``[operators] default_deferrable``.
+    :param wait_for_completion: False submits and returns the prediction id for a downstream sensor.
+    :param poll_interval: seconds between status checks; None (default) looks first near the model's
+        expected run time, then every second, then less often for long runs.
+    :param timeout: how long the prediction may run (seconds or timedelta); past it the prediction is
+        cancelled and the task fails with ``PredictionTimeout``.
+    :param webhook_url: passed to the API, which POSTs the result there when the prediction ends.
+    :param webhook_secret: passed to the API to sign webhook calls. Not templated, never logged.
+    :param output_path: where to store the first output file (local path or object-storage URI; a
+        folder-like path gets ``<prediction id>.<ext>``). Templated. None keeps only the URL.
+    :param max_output_bytes: the largest output download accepted.
+    """
+
+    template_fields: Sequence[str] = ("model", "input", "webhook_url", "output_path")
+    template_fields_renderers = {"input": "json"}
+    operator_extra_links = (EachlabsPredictionLink(),)
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        input: Mapping[str, Any] | None = None,
+        eachlabs_conn_id: str = "eachlabs_default",
+        deferrable: bool | None = None,
+        wait_for_completion: bool = True,
+        poll_interval: float | None = None,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        output_path: str | None = None,
+        max_output_bytes: int = 50 * 1024 * 1024,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.input = dict(input or {})
+        self.eachlabs_conn_id = eachlabs_conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self.output_path = output_path
+        self.max_output_bytes = max_output_bytes
+        self.prediction_id: str | None = None
+
+    @cached_property
+    def hook(self) -> EachlabsHook:
+        from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+        return EachlabsHook(self.eachlabs_conn_id)
+
+    # --- steps subclasses refine --------------------------------------------------------------------
+
+    def build_input(self, context: Context) -> dict[str, Any]:
+        """The ``input`` object to send; FluxFillOperator validates and uploads here."""
+        return dict(self.input)
+
+    def output_extension(self, prediction: Prediction) -> str:
+        url = prediction.output_url or ""
+        tail = url.rsplit("/", 1)[-1].split("?", 1)[0]
+        return tail.rsplit(".", 1)[-1].lower() if "." in tail else "bin"
+
+    def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
+        """Store the output when asked and return the small XCom result."""
+        result = self.result_for(prediction)
+        if self.output_path and prediction.output_url:
+            from airflow_provider_eachlabs import storage
+
+            download = self.hook.download(prediction.output_url, self.max_output_bytes)
+            target = storage.output_target(self.output_path, prediction.id, self.output_extension(prediction))
+            stored = storage.store_output(download.content, target, self.expected_output_format())
+            self.log.info("Stored the output of prediction %s at %s", prediction.id, stored.path)
+            result.update(stored.to_dict())
+        return result
+
+    def expected_output_format(self) -> str | None:
+        return None
+
+    def result_for(self, prediction: Prediction) -> dict[str, Any]:
+        metrics = prediction.metrics
+        return {
+            "prediction_id": prediction.id,
+            "model": self.model,
+            "status": prediction.status,
+            "output_url": prediction.output_url,
+            "predict_time": metrics.get("predict_time"),
+            "cost": metrics.get("cost"),
+            "metrics": metrics,
+        }
+
+    # --- the task -----------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        prediction_id, started_at, done = self._submit_or_reattach(context)
+        if not self.wait_for_completion:
+            return prediction_id
+        if done is not None:
+            return self.finish(context, done)
+        if self.deferrable:
+            self._defer(prediction_id, started_at)
+        return self._wait_here(context, prediction_id, started_at)
+
+    def _submit_or_reattach(self, context: Context) -> tuple[str, float, Prediction | None]:
+        """Re-attach to the prediction an earlier try started, or create one and record it at once."""
+        store = context.get("task_state_store")
+        earlier = store.get(STATE_PREDICTION_KEY) if store is not None else None
+        if store is None:
+            self.log.warning(
+                "task_state_store is not available (Airflow older than 3.3): a retry of this task "
+                "cannot re-attach to the prediction this try creates and will create another"
+            )
+        if isinstance(earlier, Mapping) and earlier.get("id"):
+            reattached = self._reattach(str(earlier["id"]), _as_float(earlier.get("started_at"), time.time()))
+            if reattached is not None:
+                return reattached
+        input_ = self.build_input(context)
+        prediction_id = self.hook.create_prediction(
+            self.model, input_, webhook_url=self.webhook_url, webhook_secret=self.webhook_secret
+        )
+        started_at = time.time()
+        self._record(context, prediction_id, started_at)
+        return prediction_id, started_at, None
+
+    def _reattach(self, prediction_id: str, started_at: float) -> tuple[str, float, Prediction | None] | None:
+        from airflow_provider_eachlabs.api import EachlabsNotFoundError
+
+        try:
+            prediction = self.hook.get_prediction(prediction_id)
+        except EachlabsNotFoundError:
+            self.log.warning(
+                "Prediction %s of an earlier try is unknown to the API; creating anew", prediction_id
+            )
+            return None
+        if prediction.failed or prediction.cancelled:
+            self.log.warning(
+                "Prediction %s of an earlier try ended %r; creating a new one",
+                prediction_id,
+                prediction.status,
+            )
+            return None
+        self.prediction_id = prediction_id
+        self.log.info(
+            "Re-attached to prediction %s of an earlier try (status %r): no new prediction is created",
+            prediction_id,
+            prediction.status,
+        )
+        return prediction_id, started_at, prediction if prediction.succeeded else None
+
+    def _record(self, context: Context, prediction_id: str, started_at: float) -> None:
+        from airflow_provider_eachlabs.api import prediction_url
+
+        self.prediction_id = prediction_id
+        store = context.get("task_state_store")
+        if store is not None:
+            from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+            store.set(
+                STATE_PREDICTION_KEY, {"id": prediction_id, "started_at": started_at}, retention=NEVER_EXPIRE
+            )
+        ti = context["ti"]
+        ti.xcom_push(key=PREDICTION_ID_KEY, value=prediction_id)
+        ti.xcom_push(key=PREDICTION_URL_KEY, value=prediction_url(self.hook.host, prediction_id))
+
+    def _defer(self, prediction_id: str, started_at: float) -> None:
+        from airflow_provider_eachlabs.polling import expected_seconds_for
+        from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
+
+        self.defer(
+            trigger=PredictionTrigger(
+                prediction_id=prediction_id,
+                eachlabs_conn_id=self.eachlabs_conn_id,
+                deadline=started_at + self.timeout,
+                started_at=started_at,
+                poll_interval=self.poll_interval,
+                expected_seconds=expected_seconds_for(self.model),
+            ),
+            method_name="execute_complete",
+        )
+
+    def _wait_here(self, context: Context, prediction_id: str, started_at: float) -> dict[str, Any]:
+        from airflow_provider_eachlabs.api import PredictionTimeout, raise_for_prediction_end
+
+        try:
+            prediction = self.hook.wait_for_prediction(
+                prediction_id, self.poll_interval, self.timeout, model=self.model, started_at=started_at
+            )
+        except PredictionTimeout:
+            self._cancel_quietly(prediction_id)
+            raise
+        raise_for_prediction_end(prediction)
+        return self.finish(context, prediction)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: check the event, fail with everything the API said, or finish."""
+        from airflow_provider_eachlabs.api import PredictionTimeout
+        from airflow_provider_eachlabs.triggers.prediction import prediction_from_event
+
+        try:
+            prediction = prediction_from_event(event)
+        except PredictionTimeout as timeout:
+            self._cancel_quietly(timeout.prediction_id)
+            raise
+        self.prediction_id = prediction.id
+        return self.finish(context, prediction)
+
+    def on_kill(self) -> None:
+        """A kill cancels the prediction this task is waiting for; it never raises."""
+        if self.prediction_id:
+            self._cancel_quietly(self.prediction_id)
+
+    def _cancel_quietly(self, prediction_id: str) -> None:
+        try:
+            self.hook.cancel_prediction(prediction_id)
+        except Exception as error:
+            self.log.warning("Could not cancel prediction %s: %s", prediction_id, error)
+
+
+def _as_float(value: object, default: float) -> float:
+    return float(value) if isinstance(value, (int, float)) else default

@@ -1,0 +1,115 @@
+"""PredictionSensor: wait for a prediction submitted elsewhere (``wait_for_completion=False``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_provider_eachlabs.links import EachlabsPredictionLink
+from airflow_provider_eachlabs.operators.prediction import default_deferrable
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_eachlabs.api import Prediction
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+DEFAULT_SENSOR_TIMEOUT = timedelta(hours=1)
+
+
+class PredictionSensor(BaseSensorOperator):
+    """Succeed when the prediction succeeds; fail without retries when it fails or is cancelled.
+
+    :param prediction_id: the prediction to watch. Templated, e.g.
+        ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
+    :param eachlabs_conn_id: the ``eachlabs`` connection.
+    :param deferrable: wait in the triggerer. Defaults to ``[operators] default_deferrable``.
+    :param poke_interval: seconds between checks (poke mode, and the trigger's interval).
+
+    Returns the same small dict as the operators: prediction id, status, output URL, metrics.
+    """
+
+    template_fields: Sequence[str] = ("prediction_id",)
+    operator_extra_links = (EachlabsPredictionLink(),)
+
+    def __init__(
+        self,
+        *,
+        prediction_id: str,
+        eachlabs_conn_id: str = "eachlabs_default",
+        deferrable: bool | None = None,
+        poke_interval: float | timedelta = 5,
+        timeout: float | timedelta = DEFAULT_SENSOR_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.prediction_id = prediction_id
+        self.eachlabs_conn_id = eachlabs_conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+
+    @cached_property
+    def hook(self) -> EachlabsHook:
+        from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+        return EachlabsHook(self.eachlabs_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
+
+        now = time.time()
+        self.defer(
+            trigger=PredictionTrigger(
+                prediction_id=self.prediction_id,
+                eachlabs_conn_id=self.eachlabs_conn_id,
+                deadline=now + float(self.timeout),
+                started_at=now,
+                poll_interval=float(self.poke_interval),
+            ),
+            method_name="execute_complete",
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        prediction = self.hook.get_prediction(self.prediction_id)
+        self.log.info("Prediction %s is %r", self.prediction_id, prediction.status)
+        if not prediction.is_terminal:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._result(prediction))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from airflow_provider_eachlabs.api import PredictionTimeout
+        from airflow_provider_eachlabs.triggers.prediction import prediction_from_event
+
+        try:
+            return self._result(prediction_from_event(event, self.prediction_id))
+        except PredictionTimeout:
+            raise
+        except Exception as error:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(error)) from error
+
+    def _result(self, prediction: Prediction) -> dict[str, Any]:
+        """The result dict, or a final failure: a failed prediction does not get better by waiting."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_provider_eachlabs.api import EachlabsError, raise_for_prediction_end
+
+        try:
+            raise_for_prediction_end(prediction)
+        except EachlabsError as error:
+            raise AirflowFailException(str(error)) from error
+        return {
+            "prediction_id": prediction.id,
+            "status": prediction.status,
+            "output_url": prediction.output_url,
+            "predict_time": prediction.metrics.get("predict_time"),
+            "cost": prediction.metrics.get("cost"),
+            "metrics": prediction.metrics,
+        }

@@ -1,0 +1,185 @@
+"""Files in and out: inputs that are not URLs are uploaded, outputs are stored before their URL expires.
+
+Inputs: a local path, a ``file://`` URI or any ``ObjectStoragePath`` URI (``s3://``, ``memory://``,
+...) is read, recognised from its bytes (never its name) and uploaded through
+``/v1/upload/presign``. Outputs: downloaded as soon as the prediction succeeds, checked, and written
+under a temporary name then renamed, so a failure leaves no half-written file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from airflow_provider_eachlabs.inputs import EachlabsInputError
+
+if TYPE_CHECKING:
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+IMAGE_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+def sniff_image_type(content: bytes) -> str | None:
+    """The image format the bytes are, as the model page names it (jpg, png, webp), or None."""
+    if content.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if content.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def read_source(field: str, source: str) -> bytes:
+    """The bytes of a local path, ``file://`` URI or object-storage URI, or an error naming the field."""
+    try:
+        if "://" not in source:
+            return Path(source).expanduser().read_bytes()
+        parts = urlsplit(source)
+        if parts.scheme == "file":
+            return Path(unquote(parts.path)).read_bytes()
+        from airflow.sdk import ObjectStoragePath
+
+        return bytes(ObjectStoragePath(source).read_bytes())
+    except FileNotFoundError:
+        raise EachlabsInputError(field, source, "no file exists at this path") from None
+    except IsADirectoryError:
+        raise EachlabsInputError(field, source, "is a folder, not an image file") from None
+    except (OSError, ValueError) as error:
+        raise EachlabsInputError(field, source, f"cannot be read ({error})") from None
+
+
+def upload_source(
+    hook: EachlabsHook, field: str, source: str, uploaded: MutableMapping[str, str]
+) -> tuple[str, bytes]:
+    """Upload a file input and return its public URL and bytes.
+
+    ``uploaded`` maps a file's sha256 to the URL of an earlier upload of the same bytes: the operator
+    keeps it across task retries, so a retry does not upload the same image again.
+    """
+    content = read_source(field, source)
+    kind = sniff_image_type(content)
+    if kind is None:
+        raise EachlabsInputError(field, source, "must be a JPEG, PNG or WebP image (its bytes are not)")
+    digest = hashlib.sha256(content).hexdigest()
+    if digest not in uploaded:
+        uploaded[digest] = hook.upload_bytes(content, IMAGE_TYPES[kind])
+        hook.log.info("Uploaded %s (%d bytes) to %s", field, len(content), uploaded[digest])
+    return uploaded[digest], content
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    """Where an output landed and what it is: the XCom result carries these fields."""
+
+    path: str
+    bytes: int
+    sha256: str
+    content_type: str
+    width: int | None
+    height: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stored_path": self.path,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+def output_target(output_path: str, prediction_id: str, extension: str) -> str:
+    """A folder-like path (trailing slash, or an existing folder) gets ``<prediction id>.<ext>``."""
+    is_folder = output_path.endswith("/") or ("://" not in output_path and os.path.isdir(output_path))
+    if is_folder:
+        return f"{output_path.rstrip('/')}/{prediction_id}.{extension}"
+    return output_path
+
+
+def store_output(content: bytes, target: str, expected_format: str | None) -> StoredOutput:
+    """Check the image and write it; local files are renamed into place, object stores PUT whole."""
+    kind = sniff_image_type(content)
+    if kind is None or (expected_format and kind != expected_format):
+        raise EachlabsInputError(
+            "output", target, f"the downloaded output is not a {expected_format or 'known'} image"
+        )
+    width, height = image_size(content)
+    write_atomically(target, content)
+    return StoredOutput(
+        path=target,
+        bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        content_type=IMAGE_TYPES[kind],
+        width=width,
+        height=height,
+    )
+
+
+def write_atomically(target: str, content: bytes) -> None:
+    parts = urlsplit(target)
+    if "://" in target and parts.scheme != "file":
+        from airflow.sdk import ObjectStoragePath
+
+        path = ObjectStoragePath(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return
+    local = Path(unquote(parts.path) if parts.scheme == "file" else target).expanduser()
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(temporary, local)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def image_size(content: bytes) -> tuple[int | None, int | None]:
+    """Width and height when Pillow is installed; the provider itself does not require it."""
+    try:
+        from io import BytesIO
+
+        from PIL import Image
+    except ImportError:
+        return None, None
+    with Image.open(BytesIO(content)) as image:
+        return image.width, image.height
+
+
+def write_preview(target: str, before: bytes, mask: bytes | None, after: bytes) -> str:
+    """A before | mask | after strip, as one PNG, for people to look at."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    def load(content: bytes) -> Image.Image:
+        with Image.open(BytesIO(content)) as image:
+            return image.convert("RGB")
+
+    after_image = load(after)
+    before_image = load(before).resize(after_image.size)
+    if mask is not None:
+        mask_image = load(mask).resize(after_image.size)
+    else:
+        with Image.open(BytesIO(before)) as original:
+            alpha = original.convert("RGBA").getchannel("A").resize(after_image.size)
+        mask_image = Image.eval(alpha, lambda value: 255 - value).convert("RGB")
+    gap = 8
+    width, height = after_image.size
+    strip = Image.new("RGB", (3 * width + 2 * gap, height), "white")
+    for index, image in enumerate((before_image, mask_image, after_image)):
+        strip.paste(image, (index * (width + gap), 0))
+    buffer = BytesIO()
+    strip.save(buffer, format="PNG")
+    write_atomically(target, buffer.getvalue())
+    return target

@@ -1,0 +1,144 @@
+"""PredictionTrigger: the deferred wait for one prediction, shared by the operator and the sensor.
+
+It only ever GETs. Its deadline is absolute (epoch seconds), so a trigger rebuilt from
+``serialize()`` after a triggerer restart keeps the same end, and it yields exactly one event whose
+payload is primitives only: ``status`` (success, failed, cancelled, timeout, error), ``message`` and,
+when the API answered, ``prediction``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_eachlabs import api
+from airflow_provider_eachlabs.api import Prediction
+from airflow_provider_eachlabs.polling import PollLoop, PollSchedule
+
+EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
+
+
+class PredictionTrigger(BaseTrigger):
+    """Poll ``GET /v1/prediction/{id}`` until the prediction ends or ``deadline`` passes.
+
+    :param prediction_id: the prediction to watch.
+    :param eachlabs_conn_id: the connection; the trigger carries its id, never the key.
+    :param deadline: epoch seconds after which the wait ends with a ``timeout`` event.
+    :param started_at: epoch seconds of the create, for the polling schedule and elapsed times.
+    :param poll_interval: fixed seconds between GETs, or None for the adaptive schedule.
+    :param expected_seconds: the model's usual run time, which places the first GET.
+    """
+
+    def __init__(
+        self,
+        prediction_id: str,
+        eachlabs_conn_id: str,
+        deadline: float,
+        started_at: float,
+        poll_interval: float | None = None,
+        expected_seconds: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.prediction_id = prediction_id
+        self.eachlabs_conn_id = eachlabs_conn_id
+        self.deadline = deadline
+        self.started_at = started_at
+        self.poll_interval = poll_interval
+        self.expected_seconds = expected_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "prediction_id": self.prediction_id,
+                "eachlabs_conn_id": self.eachlabs_conn_id,
+                "deadline": self.deadline,
+                "started_at": self.started_at,
+                "poll_interval": self.poll_interval,
+                "expected_seconds": self.expected_seconds,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+        hook = EachlabsHook(self.eachlabs_conn_id)
+        loop = PollLoop(
+            self.prediction_id,
+            started_at=self.started_at,
+            deadline=self.deadline,
+            schedule=PollSchedule(self.poll_interval, self.expected_seconds),
+        )
+        try:
+            await asyncio.sleep(loop.first_wait(time.time()))
+            while True:
+                try:
+                    step = loop.on_prediction(await hook.aget_prediction(self.prediction_id), time.time())
+                except api.EachlabsError as error:
+                    step = loop.on_error(error, time.time())
+                if step.note:
+                    self.log.info(step.note)
+                if step.done is not None:
+                    yield TriggerEvent(self._event_for(step.done))
+                    return
+                if step.timed_out:
+                    yield TriggerEvent(self._timeout_event(loop.last_status))
+                    return
+                await asyncio.sleep(step.wait)
+        except api.EachlabsError as error:
+            yield TriggerEvent(
+                {"status": "error", "prediction_id": self.prediction_id, "message": str(error)}
+            )
+
+    def _event_for(self, prediction: Prediction) -> dict[str, Any]:
+        if prediction.succeeded:
+            status, message = "success", f"Prediction {prediction.id} succeeded"
+        elif prediction.cancelled:
+            status, message = "cancelled", str(api.PredictionCancelled(prediction))
+        else:
+            status, message = "failed", str(api.PredictionFailed(prediction))
+        return {
+            "status": status,
+            "prediction_id": self.prediction_id,
+            "message": message,
+            "prediction": prediction.to_dict(),
+        }
+
+    def _timeout_event(self, last_status: str | None) -> dict[str, Any]:
+        waited = time.time() - self.started_at
+        return {
+            "status": "timeout",
+            "prediction_id": self.prediction_id,
+            "message": str(api.PredictionTimeout(self.prediction_id, waited, last_status)),
+            "waited_seconds": waited,
+            "last_status": last_status,
+        }
+
+
+def prediction_from_event(event: Mapping[str, Any] | None, expected_id: str | None = None) -> Prediction:
+    """The successful prediction an event carries, or the error the event stands for.
+
+    ``execute_complete`` of the operator and the sensor both call this, so a malformed event, a
+    failure, a cancel and a timeout read the same everywhere.
+    """
+    if not isinstance(event, Mapping) or event.get("status") not in EVENT_STATUSES:
+        raise api.EachlabsError(f"PredictionTrigger sent an event this provider cannot read: {event!r}")
+    prediction_id = str(event.get("prediction_id") or expected_id or "")
+    if expected_id and prediction_id != expected_id:
+        raise api.EachlabsError(
+            f"PredictionTrigger reported on prediction {prediction_id}, not {expected_id} as expected"
+        )
+    status = event["status"]
+    if status == "timeout":
+        raise api.PredictionTimeout(
+            prediction_id, float(event.get("waited_seconds") or 0.0), event.get("last_status")
+        )
+    if status == "error" or not isinstance(event.get("prediction"), Mapping):
+        raise api.EachlabsError(f"Waiting for prediction {prediction_id} failed: {event.get('message')}")
+    prediction = Prediction.from_dict(event["prediction"])
+    api.raise_for_prediction_end(prediction)
+    return prediction
