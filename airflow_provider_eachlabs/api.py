@@ -393,6 +393,13 @@ class Download:
     content_type: str
 
 
+def list_executions_request(limit: int = 20, offset: int = 0, model: str | None = None) -> ApiRequest:
+    params = {"limit": str(limit), "offset": str(offset)}
+    if model:
+        params["model"] = model
+    return ApiRequest("GET", "/v1/executions", params=params)
+
+
 def prediction_url(host: str, prediction_id: str) -> str:
     """The API URL of a prediction: what the UI link and XCom point at."""
     return f"{host.rstrip('/')}{get_prediction_request(prediction_id).path}"
@@ -408,8 +415,7 @@ def read_json(response: ApiResponse) -> Any:
         return json.loads(response.content)
     except ValueError as exc:
         raise EachlabsResponseError(
-            f"the API answered HTTP {response.status_code} with a body that is not JSON: "
-            f"{_snippet(response.content)}",
+            f"the answer is not JSON: {_snippet(response.content)}",
             status_code=response.status_code,
             request_id=response.request_id,
         ) from exc

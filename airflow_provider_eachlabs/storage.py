@@ -138,6 +138,7 @@ def write_atomically(target: str, content: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, local)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -183,3 +184,10 @@ def write_preview(target: str, before: bytes, mask: bytes | None, after: bytes) 
     strip.save(buffer, format="PNG")
     write_atomically(target, buffer.getvalue())
     return target
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, the only portable way), for the mode mkstemp forgets."""
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import tenacity
     from airflow.sdk import Connection
 
+T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_BACKOFF_INITIAL = 1.0
@@ -142,9 +143,9 @@ class EachlabsHook(BaseHook):
         return self.settings.host
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call: the flux-fill-pro model description."""
+        """One cheap authenticated call: the newest execution (the model route needs no key)."""
         try:
-            self.get_model("flux-fill-pro")
+            self.list_executions(limit=1)
         except Exception as error:
             return False, str(error)
         return True, f"Connected to Eachlabs at {self.settings.host}"
@@ -160,31 +161,39 @@ class EachlabsHook(BaseHook):
     ) -> str:
         """Start a prediction and return its id. Never re-sent once it may have reached the server."""
         request = api.create_prediction_request(model, input, webhook_url, webhook_secret)
-        response = self._send(request, idempotent=False)
-        prediction_id = api.read_created_prediction_id(response)
+        prediction_id = self._call(request, api.read_created_prediction_id, idempotent=False)
         self.log.info("Created Eachlabs prediction %s for model %s", prediction_id, model)
         return prediction_id
 
     def get_prediction(self, prediction_id: str) -> Prediction:
-        response = self._send(api.get_prediction_request(prediction_id), idempotent=True)
-        return api.read_prediction(response, prediction_id)
+        request = api.get_prediction_request(prediction_id)
+        return self._call(request, lambda response: api.read_prediction(response, prediction_id))
 
     def cancel_prediction(self, prediction_id: str) -> None:
         """Ask the API to stop a prediction; best effort on its side."""
-        api.read_json(self._send(api.cancel_prediction_request(prediction_id), idempotent=True))
+        self._call(api.cancel_prediction_request(prediction_id), api.read_json)
         self.log.info("Asked Eachlabs to cancel prediction %s", prediction_id)
 
     def get_model(self, slug: str) -> dict[str, Any]:
         """The model's description, including its ``request_schema``."""
-        body = api.read_json(self._send(api.get_model_request(slug), idempotent=True))
+        body = self._call(api.get_model_request(slug), api.read_json)
         if not isinstance(body, dict):
             raise api.EachlabsResponseError(f"the model answer for {slug!r} is not an object")
         return body
 
+    def list_executions(self, limit: int = 20, offset: int = 0, model: str | None = None) -> dict[str, Any]:
+        """One page of the account's executions, newest first."""
+        body = self._call(api.list_executions_request(limit, offset, model), api.read_json)
+        if not isinstance(body, dict):
+            raise api.EachlabsResponseError("the executions answer is not an object")
+        return body
+
     def upload_bytes(self, content: bytes, content_type: str) -> str:
         """Upload a file through a presigned URL and return the ``public_url`` to pass as input."""
-        presign = api.read_json(self._send(api.presign_upload_request(content_type), idempotent=True))
-        target = api.read_presigned_upload(presign)
+        target = self._call(
+            api.presign_upload_request(content_type),
+            lambda response: api.read_presigned_upload(api.read_json(response)),
+        )
         headers = {"Content-Type": content_type, **target.required_headers}
         response = self._send_raw("PUT", target.presigned_url, headers=headers, data=content)
         api.raise_for_status(response)
@@ -230,11 +239,11 @@ class EachlabsHook(BaseHook):
     # --- async counterparts for the triggerer -----------------------------------------------------
 
     async def aget_prediction(self, prediction_id: str) -> Prediction:
-        response = await self._asend(api.get_prediction_request(prediction_id))
-        return api.read_prediction(response, prediction_id)
+        request = api.get_prediction_request(prediction_id)
+        return await self._acall(request, lambda response: api.read_prediction(response, prediction_id))
 
     async def acancel_prediction(self, prediction_id: str) -> None:
-        api.read_json(await self._asend(api.cancel_prediction_request(prediction_id)))
+        await self._acall(api.cancel_prediction_request(prediction_id), api.read_json)
 
     # --- sync transport ---------------------------------------------------------------------------
 
@@ -249,10 +258,13 @@ class EachlabsHook(BaseHook):
             self._session = requests.Session()
         return self._session
 
-    def _send(self, request: ApiRequest, *, idempotent: bool) -> ApiResponse:
-        """Send an API request with retries; return the final answer, 2xx or not."""
+    def _call(self, request: ApiRequest, read: Callable[[ApiResponse], T], *, idempotent: bool = True) -> T:
+        """Send an API request and read its answer, retrying as ``api.should_retry`` allows.
 
-        def attempt() -> ApiResponse:
+        Reading happens inside the retry, so an unreadable answer to a GET is asked for again.
+        """
+
+        def attempt() -> T:
             response = self._send_raw(
                 request.method,
                 self.settings.host + request.path,
@@ -260,8 +272,7 @@ class EachlabsHook(BaseHook):
                 json=request.json,
                 params=request.params,
             )
-            api.raise_for_status(response)
-            return response
+            return read(response)
 
         return self._retrying(idempotent=idempotent)(attempt)
 
@@ -337,8 +348,8 @@ class EachlabsHook(BaseHook):
 
     # --- async transport --------------------------------------------------------------------------
 
-    async def _asend(self, request: ApiRequest) -> ApiResponse:
-        """Send an idempotent API request from the triggerer, with the same retry policy."""
+    async def _acall(self, request: ApiRequest, read: Callable[[ApiResponse], T]) -> T:
+        """``_call`` for the triggerer: idempotent requests only, the same retry policy, httpx."""
         import httpx
         import tenacity
 
@@ -358,9 +369,8 @@ class EachlabsHook(BaseHook):
                     )
                 except httpx.TransportError as error:
                     raise _async_transport_error(request.method, url, error) from None
-                answer = ApiResponse(response.status_code, response.headers, response.content)
-                api.raise_for_status(answer)
-        return answer
+                return read(ApiResponse(response.status_code, response.headers, response.content))
+        raise AssertionError("tenacity ends with a result or the last error")
 
 
 def _async_client() -> httpx.AsyncClient:

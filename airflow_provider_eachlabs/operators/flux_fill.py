@@ -125,24 +125,21 @@ class FluxFillOperator(EachlabsPredictionOperator):
     def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
         result = super().finish(context, prediction)
         if self.preview_path and prediction.output_url:
-            result["preview_path"] = self._write_preview(prediction)
+            result["preview_path"] = self._write_preview(prediction, prediction.output_url)
         return result
 
-    def _write_preview(self, prediction: Prediction) -> str:
+    def _write_preview(self, prediction: Prediction, output_url: str) -> str:
+        from airflow_provider_eachlabs.inputs import is_web_reference
         from airflow_provider_eachlabs.storage import read_source, write_preview
 
-        def fetch(field: str, source: str | None) -> bytes | None:
-            if not source:
-                return None
+        def load(field: str, source: str) -> bytes:
             if field in self._input_bytes:
                 return self._input_bytes[field]
-            if "://" in source and source.split("://", 1)[0] in ("http", "https"):
-                return self.hook.download(source, self.max_output_bytes).content
-            return read_source(field, source)
+            return self.fetch(source) if is_web_reference(source) else read_source(field, source)
 
-        before = fetch("image", self.image)
-        after = fetch("output", prediction.output_url)
-        assert before is not None and after is not None
-        path = write_preview(str(self.preview_path), before, fetch("mask", self.mask), after)
+        mask = load("mask", str(self.mask)) if self.mask else None
+        path = write_preview(
+            str(self.preview_path), load("image", str(self.image)), mask, self.fetch(output_url)
+        )
         self.log.info("Wrote a before | mask | after preview to %s", path)
         return path

@@ -89,6 +89,8 @@ class EachlabsPredictionOperator(BaseOperator):
         self.output_path = output_path
         self.max_output_bytes = max_output_bytes
         self.prediction_id: str | None = None
+        # Files fetched during this try, by URL: the output is stored and previewed from one download.
+        self._fetched: dict[str, bytes] = {}
 
     @cached_property
     def hook(self) -> EachlabsHook:
@@ -113,12 +115,18 @@ class EachlabsPredictionOperator(BaseOperator):
         if self.output_path and prediction.output_url:
             from airflow_provider_eachlabs import storage
 
-            download = self.hook.download(prediction.output_url, self.max_output_bytes)
             target = storage.output_target(self.output_path, prediction.id, self.output_extension(prediction))
-            stored = storage.store_output(download.content, target, self.expected_output_format())
+            content = self.fetch(prediction.output_url)
+            stored = storage.store_output(content, target, self.expected_output_format())
             self.log.info("Stored the output of prediction %s at %s", prediction.id, stored.path)
             result.update(stored.to_dict())
         return result
+
+    def fetch(self, url: str) -> bytes:
+        """Download a file once per try, within ``max_output_bytes``."""
+        if url not in self._fetched:
+            self._fetched[url] = self.hook.download(url, self.max_output_bytes).content
+        return self._fetched[url]
 
     def expected_output_format(self) -> str | None:
         return None

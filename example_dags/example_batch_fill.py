@@ -1,0 +1,46 @@
+"""A batch: fill every image of a folder, one mapped task each, under a pool sized to the API's cap.
+
+Each image carries its mask in its alpha channel (transparent = fill). Eachlabs runs at most 10
+predictions per key at once; the ``eachlabs`` pool (create it with
+``airflow pools set eachlabs 10 "Eachlabs in-flight cap"``) keeps Airflow from starting more, and
+deferrable waits hold no worker slot meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airflow.sdk import DAG, task
+
+from airflow_provider_eachlabs.operators.flux_fill import FluxFillOperator
+
+BATCH = Path(__file__).parent / "data" / "batch"
+
+with DAG(
+    dag_id="eachlabs_batch_fill",
+    schedule=None,
+    catchup=False,
+    tags=["eachlabs", "example"],
+    params={
+        "input_dir": str(BATCH),
+        "output_dir": os.environ.get("EACHLABS_DEMO_OUTPUT", "demo-output") + "/batch",
+    },
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def list_images(params: dict[str, str]) -> list[str]:
+        """The folder is read when the run starts, not when the DAG file is parsed."""
+        folder = Path(params["input_dir"])
+        return sorted(str(path) for path in folder.iterdir() if path.suffix.lower() in (".png", ".webp"))
+
+    FluxFillOperator.partial(
+        task_id="fill",
+        prompt="a seamless continuation of the landscape",
+        output_format="png",
+        output_path="{{ params.output_dir }}/",
+        pool="eachlabs",
+        deferrable=True,
+        retries=2,
+    ).expand(image=list_images())

@@ -1,0 +1,86 @@
+"""The one polling decision shared by the sync loop and the trigger."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_eachlabs import api
+from airflow_provider_eachlabs.api import Prediction
+from airflow_provider_eachlabs.polling import PollLoop, PollSchedule, expected_seconds_for
+
+
+def loop(deadline: float = 100.0, interval: float | None = 1.0, errors: int = 2) -> PollLoop:
+    return PollLoop(
+        "p1",
+        started_at=0.0,
+        deadline=deadline,
+        schedule=PollSchedule(interval, 9.0),
+        max_consecutive_errors=errors,
+    )
+
+
+def test_adaptive_schedule_looks_first_just_before_the_expected_time_then_every_second():
+    schedule = PollSchedule(None, expected_seconds_for("flux-fill-pro"))
+    assert schedule.delay(0.0) == 8.0
+    assert schedule.delay(8.0) == 1.0
+    assert schedule.delay(26.0) == 1.0
+
+
+def test_adaptive_schedule_backs_off_for_long_runs_up_to_thirty_seconds():
+    schedule = PollSchedule(None, 9.0)
+    assert schedule.delay(37.0) == 5.0
+    assert schedule.delay(3600.0) == 30.0
+
+
+def test_fixed_interval_is_kept():
+    assert PollSchedule(2.5, 9.0).delay(0.0) == 2.5
+
+
+def test_terminal_prediction_ends_the_wait_with_a_status_note():
+    step = loop().on_prediction(Prediction(id="p1", status="success"), now=3.0)
+    assert step.done is not None and step.done.status == "success"
+    assert step.note == "Prediction p1 is 'success' after 3.0s"
+
+
+def test_status_note_only_when_the_status_changes():
+    poll = loop()
+    assert poll.on_prediction(Prediction(id="p1", status="processing"), 1.0).note is not None
+    assert poll.on_prediction(Prediction(id="p1", status="processing"), 2.0).note is None
+
+
+def test_unknown_status_keeps_polling_and_warns_once():
+    poll = loop()
+    first = poll.on_prediction(Prediction(id="p1", status="mystery"), 1.0)
+    assert first.done is None and first.wait == 1.0
+    assert first.note is not None and "does not know" in first.note
+    poll.on_prediction(Prediction(id="p1", status="processing"), 2.0)
+    again = poll.on_prediction(Prediction(id="p1", status="mystery"), 3.0)
+    assert again.note is not None and "does not know" not in again.note
+
+
+def test_wait_never_passes_the_deadline_and_the_deadline_times_out():
+    poll = loop(deadline=10.0, interval=5.0)
+    assert poll.on_prediction(Prediction(id="p1", status="processing"), 7.0).wait == 3.0
+    assert poll.on_prediction(Prediction(id="p1", status="processing"), 10.0).timed_out
+
+
+def test_a_few_transient_errors_in_a_row_are_tolerated_then_raised():
+    poll = loop(errors=2)
+    server_error = api.EachlabsServerError("boom", status_code=502)
+    assert poll.on_error(server_error, 1.0).wait == 1.0
+    assert poll.on_error(server_error, 2.0).wait == 1.0
+    with pytest.raises(api.EachlabsServerError):
+        poll.on_error(server_error, 3.0)
+
+
+def test_a_success_resets_the_error_count():
+    poll = loop(errors=1)
+    server_error = api.EachlabsServerError("boom", status_code=503)
+    poll.on_error(server_error, 1.0)
+    poll.on_prediction(Prediction(id="p1", status="processing"), 2.0)
+    assert poll.on_error(server_error, 3.0).wait == 1.0
+
+
+def test_final_errors_are_raised_at_once():
+    with pytest.raises(api.EachlabsAuthError):
+        loop().on_error(api.EachlabsAuthError("bad key", status_code=401), 1.0)
