@@ -55,23 +55,40 @@ def read_source(field: str, source: str) -> bytes:
         raise EachlabsInputError(field, source, f"cannot be read ({error})") from None
 
 
-def upload_source(
-    hook: EachlabsHook, field: str, source: str, uploaded: MutableMapping[str, str]
-) -> tuple[str, bytes]:
-    """Upload a file input and return its public URL and bytes.
+@dataclass(frozen=True)
+class ImageFile:
+    """A file input read and recognised, ready to upload."""
 
-    ``uploaded`` maps a file's sha256 to the URL of an earlier upload of the same bytes: the operator
-    keeps it across task retries, so a retry does not upload the same image again.
-    """
+    field: str
+    source: str
+    content: bytes
+    kind: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+def load_image(field: str, source: str) -> ImageFile:
+    """Read a file input and check that its bytes are an image the model page accepts."""
     content = read_source(field, source)
     kind = sniff_image_type(content)
     if kind is None:
         raise EachlabsInputError(field, source, "must be a JPEG, PNG or WebP image (its bytes are not)")
-    digest = hashlib.sha256(content).hexdigest()
+    return ImageFile(field, source, content, kind)
+
+
+def upload_image(hook: EachlabsHook, image: ImageFile, uploaded: MutableMapping[str, str]) -> str:
+    """Upload a file input and return its public URL.
+
+    ``uploaded`` maps a file's sha256 to the URL of an earlier upload of the same bytes: the operator
+    keeps it across task retries, so a retry does not upload the same image again.
+    """
+    digest = image.sha256
     if digest not in uploaded:
-        uploaded[digest] = hook.upload_bytes(content, IMAGE_TYPES[kind])
-        hook.log.info("Uploaded %s (%d bytes) to %s", field, len(content), uploaded[digest])
-    return uploaded[digest], content
+        uploaded[digest] = hook.upload_bytes(image.content, IMAGE_TYPES[image.kind])
+        hook.log.info("Uploaded %s (%d bytes) to %s", image.field, len(image.content), uploaded[digest])
+    return uploaded[digest]
 
 
 @dataclass(frozen=True)

@@ -82,12 +82,15 @@ class FluxFillOperator(EachlabsPredictionOperator):
         self._input_bytes: dict[str, bytes] = {}
 
     def build_input(self, context: Context) -> dict[str, Any]:
-        """Validate every field, then upload file inputs (reusing an earlier try's uploads)."""
+        """Validate every field and read every file input, then upload (reusing an earlier try's uploads).
+
+        All checks come before the first request, so bad input costs no upload and no prediction.
+        """
         from airflow.sdk.exceptions import AirflowFailException
 
         from airflow_provider_eachlabs.inputs import EachlabsInputError, FluxFillInput, is_web_reference
         from airflow_provider_eachlabs.operators.prediction import STATE_UPLOADS_KEY
-        from airflow_provider_eachlabs.storage import upload_source
+        from airflow_provider_eachlabs.storage import load_image, upload_image
 
         try:
             checked = FluxFillInput.validate(
@@ -103,17 +106,21 @@ class FluxFillOperator(EachlabsPredictionOperator):
                 api_host=self.hook.host,
             )
             body = checked.to_api()
-            store = context.get("task_state_store")
-            earlier = store.get(STATE_UPLOADS_KEY) if store is not None else None
-            uploads = {str(k): str(v) for k, v in earlier.items()} if isinstance(earlier, dict) else {}
-            for field in ("image", "mask"):
-                source = body.get(field)
-                if source and not is_web_reference(source):
-                    body[field], self._input_bytes[field] = upload_source(self.hook, field, source, uploads)
-            if uploads and store is not None:
-                store.set(STATE_UPLOADS_KEY, dict[str, Any](uploads))
+            files = [
+                load_image(field, body[field])
+                for field in ("image", "mask")
+                if body.get(field) and not is_web_reference(body[field])
+            ]
         except EachlabsInputError as error:
             raise AirflowFailException(str(error)) from error
+        store = context.get("task_state_store")
+        earlier = store.get(STATE_UPLOADS_KEY) if store is not None else None
+        uploads = {str(k): str(v) for k, v in earlier.items()} if isinstance(earlier, dict) else {}
+        for image in files:
+            body[image.field] = upload_image(self.hook, image, uploads)
+            self._input_bytes[image.field] = image.content
+        if files and store is not None:
+            store.set(STATE_UPLOADS_KEY, dict[str, Any](uploads))
         return body
 
     def expected_output_format(self) -> str | None:
