@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m example_dags.run_demo
+	$(BIN)/python scripts/run_demo.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -1,0 +1,85 @@
+"""Every example DAG, run whole with ``dag.test()`` against the simulator, and its XCom results checked."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from airflow_provider_eachlabs.testing import EachlabsSimulator
+from tests.conftest import ROOT, connection_json
+
+EXAMPLES = ROOT / "example_dags"
+
+
+@pytest.fixture
+def dag_env(airflow_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> EachlabsSimulator:
+    with EachlabsSimulator(api_key="dag-key-42", predict_seconds=0.3) as sim:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_EACHLABS_DEFAULT", connection_json(sim.base_url, api_key="dag-key-42")
+        )
+        monkeypatch.setenv("EACHLABS_DEMO_OUTPUT", str(tmp_path / "out"))
+        yield sim
+
+
+def load_dag(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def xcoms(run: Any, task_id: str, key: str = "return_value") -> list[Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(
+            XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key=key)
+        ).all()
+        return [XComModel.deserialize_value(row) for row in sorted(rows, key=lambda row: row.map_index)]
+
+
+def test_one_fill_stores_the_image_and_a_preview(dag_env: EachlabsSimulator, tmp_path: Path):
+    run = load_dag("example_flux_fill").test()
+    assert run.state == "success"
+    (result,) = xcoms(run, "remove_crate")
+    out = tmp_path / "out"
+    assert result["status"] == "success" and result["model"] == "flux-fill-pro"
+    assert result["stored_path"] == f"{out}/{result['prediction_id']}.png"
+    assert Image.open(result["stored_path"]).size == (512, 384)
+    assert result["preview_path"] == f"{out}/preview.png"
+    assert Image.open(result["preview_path"]).size == (3 * 512 + 16, 384)
+    assert xcoms(run, "remove_crate", "prediction_url") == [
+        f"{dag_env.base_url}/v1/prediction/{result['prediction_id']}"
+    ]
+    assert dag_env.counters.creates == {"dag-key-42": 1}
+
+
+def test_submit_then_sensor(dag_env: EachlabsSimulator):
+    run = load_dag("example_submit_and_sense").test()
+    assert run.state == "success"
+    (prediction_id,) = xcoms(run, "submit_fill")
+    (sensed,) = xcoms(run, "wait_for_fill")
+    assert sensed["prediction_id"] == prediction_id and sensed["status"] == "success"
+    assert dag_env.counters.creates == {"dag-key-42": 1}
+
+
+def test_batch_fills_every_image_of_the_folder(dag_env: EachlabsSimulator, tmp_path: Path):
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(
+        "eachlabs", slots=10, description="Eachlabs in-flight cap", include_deferred=False
+    )
+    run = load_dag("example_batch_fill").test()
+    assert run.state == "success"
+    results = xcoms(run, "fill")
+    assert len(results) == 3
+    stored = sorted(Path(result["stored_path"]).name for result in results)
+    assert stored == sorted(p.name for p in (tmp_path / "out" / "batch").iterdir())
+    assert dag_env.counters.creates == {"dag-key-42": 3}
+    assert {result["width"] for result in results} == {256}
