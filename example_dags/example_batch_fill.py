@@ -2,8 +2,9 @@
 
 Each image carries its mask in its alpha channel (transparent = fill). Eachlabs runs at most 10
 predictions per key at once; the ``eachlabs`` pool (create it with
-``airflow pools set eachlabs 10 "Eachlabs in-flight cap"``) keeps Airflow from starting more, and
-deferrable waits hold no worker slot meanwhile.
+``airflow pools set eachlabs 10 "Eachlabs in-flight cap" --include-deferred``) keeps Airflow from
+starting more: counting deferred tasks makes a slot last until the prediction ends, while the
+deferred waits hold no worker slot.
 """
 
 from __future__ import annotations

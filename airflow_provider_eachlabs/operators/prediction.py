@@ -146,6 +146,10 @@ class EachlabsPredictionOperator(BaseOperator):
     # --- the task -----------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        if self.webhook_secret:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(self.webhook_secret)
         prediction_id, started_at, done = self._submit_or_reattach(context)
         if not self.wait_for_completion:
             return prediction_id

@@ -73,7 +73,7 @@ def test_batch_fills_every_image_of_the_folder(dag_env: EachlabsSimulator, tmp_p
     from airflow.models.pool import Pool
 
     Pool.create_or_update_pool(
-        "eachlabs", slots=10, description="Eachlabs in-flight cap", include_deferred=False
+        "eachlabs", slots=10, description="Eachlabs in-flight cap", include_deferred=True
     )
     run = load_dag("example_batch_fill").test()
     assert run.state == "success"
