@@ -183,18 +183,19 @@ def test_download_over_the_size_cap_fails_and_keeps_nothing(eachlabs_conn: Eachl
         hook.download(public_url, max_bytes=100)
 
 
-def test_async_get_shares_one_client_per_event_loop(eachlabs_conn: EachlabsSimulator):
+def test_async_gets_share_one_bounded_pool_per_event_loop(eachlabs_conn: EachlabsSimulator):
     from airflow_provider_eachlabs.hooks import eachlabs as hook_module
 
     prediction_id = EachlabsHook().create_prediction("echo-test", {"text": "x"})
 
-    async def many() -> set[int]:
+    async def many() -> int:
         hooks = [EachlabsHook() for _ in range(50)]
         predictions = await asyncio.gather(*(h.aget_prediction(prediction_id) for h in hooks))
         assert {p.id for p in predictions} == {prediction_id}
-        return {id(client) for client in hook_module._async_clients.values()}
+        client = hook_module._async_clients[asyncio.get_running_loop()]
+        return len(client._transport._pool.connections)
 
-    assert len(asyncio.run(many())) == 1
+    assert 1 <= asyncio.run(many()) <= hook_module.ASYNC_POOL_SIZE
     assert eachlabs_conn.counters.gets == 50
 
 
