@@ -17,23 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from airflow_provider_eachlabs.imageinfo import ImageInfo, read_image_info
 from airflow_provider_eachlabs.inputs import EachlabsInputError
 
 if TYPE_CHECKING:
     from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
-
-IMAGE_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-
-
-def sniff_image_type(content: bytes) -> str | None:
-    """The image format the bytes are, as the model page names it (jpg, png, webp), or None."""
-    if content.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if content.startswith(b"\xff\xd8\xff"):
-        return "jpg"
-    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def read_source(field: str, source: str) -> bytes:
@@ -62,7 +50,7 @@ class ImageFile:
     field: str
     source: str
     content: bytes
-    kind: str
+    info: ImageInfo
 
     @property
     def sha256(self) -> str:
@@ -72,10 +60,31 @@ class ImageFile:
 def load_image(field: str, source: str) -> ImageFile:
     """Read a file input and check that its bytes are an image the model page accepts."""
     content = read_source(field, source)
-    kind = sniff_image_type(content)
-    if kind is None:
+    info = read_image_info(content)
+    if info is None:
         raise EachlabsInputError(field, source, "must be a JPEG, PNG or WebP image (its bytes are not)")
-    return ImageFile(field, source, content, kind)
+    return ImageFile(field, source, content, info)
+
+
+def check_fill_inputs(image: ImageFile | None, mask: ImageFile | None, mask_given: bool) -> None:
+    """What the model page asks of a local image and mask, checked before anything is uploaded.
+
+    Only files read here can be checked; a URL input is the API's to check.
+    """
+    if image is not None and mask is not None:
+        size, mask_size = (image.info.width, image.info.height), (mask.info.width, mask.info.height)
+        if size != mask_size:
+            raise EachlabsInputError(
+                "mask",
+                mask.source,
+                f"must have the image's size {size[0]}x{size[1]} (it is {mask_size[0]}x{mask_size[1]})",
+            )
+    if image is not None and not mask_given and not image.info.has_alpha:
+        raise EachlabsInputError(
+            "mask",
+            None,
+            f"is required: the image {image.source!r} has no alpha channel to mark the region to fill",
+        )
 
 
 def upload_image(hook: EachlabsHook, image: ImageFile, uploaded: MutableMapping[str, str]) -> str:
@@ -86,7 +95,7 @@ def upload_image(hook: EachlabsHook, image: ImageFile, uploaded: MutableMapping[
     """
     digest = image.sha256
     if digest not in uploaded:
-        uploaded[digest] = hook.upload_bytes(image.content, IMAGE_TYPES[image.kind])
+        uploaded[digest] = hook.upload_bytes(image.content, image.info.content_type)
         hook.log.info("Uploaded %s (%d bytes) to %s", image.field, len(image.content), uploaded[digest])
     return uploaded[digest]
 
@@ -99,8 +108,8 @@ class StoredOutput:
     bytes: int
     sha256: str
     content_type: str
-    width: int | None
-    height: int | None
+    width: int
+    height: int
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,20 +132,19 @@ def output_target(output_path: str, prediction_id: str, extension: str) -> str:
 
 def store_output(content: bytes, target: str, expected_format: str | None) -> StoredOutput:
     """Check the image and write it; local files are renamed into place, object stores PUT whole."""
-    kind = sniff_image_type(content)
-    if kind is None or (expected_format and kind != expected_format):
+    info = read_image_info(content)
+    if info is None or (expected_format and info.kind != expected_format):
         raise EachlabsInputError(
             "output", target, f"the downloaded output is not a {expected_format or 'known'} image"
         )
-    width, height = image_size(content)
     write_atomically(target, content)
     return StoredOutput(
         path=target,
         bytes=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
-        content_type=IMAGE_TYPES[kind],
-        width=width,
-        height=height,
+        content_type=info.content_type,
+        width=info.width,
+        height=info.height,
     )
 
 
@@ -160,18 +168,6 @@ def write_atomically(target: str, content: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def image_size(content: bytes) -> tuple[int | None, int | None]:
-    """Width and height when Pillow is installed; the provider itself does not require it."""
-    try:
-        from io import BytesIO
-
-        from PIL import Image
-    except ImportError:
-        return None, None
-    with Image.open(BytesIO(content)) as image:
-        return image.width, image.height
 
 
 def write_preview(target: str, before: bytes, mask: bytes | None, after: bytes) -> str:

@@ -90,7 +90,7 @@ class FluxFillOperator(EachlabsPredictionOperator):
 
         from airflow_provider_eachlabs.inputs import EachlabsInputError, FluxFillInput, is_web_reference
         from airflow_provider_eachlabs.operators.prediction import STATE_UPLOADS_KEY
-        from airflow_provider_eachlabs.storage import load_image, upload_image
+        from airflow_provider_eachlabs.storage import check_fill_inputs, load_image, upload_image
 
         try:
             checked = FluxFillInput.validate(
@@ -106,17 +106,18 @@ class FluxFillOperator(EachlabsPredictionOperator):
                 api_host=self.hook.host,
             )
             body = checked.to_api()
-            files = [
-                load_image(field, body[field])
+            files = {
+                field: load_image(field, body[field])
                 for field in ("image", "mask")
                 if body.get(field) and not is_web_reference(body[field])
-            ]
+            }
+            check_fill_inputs(files.get("image"), files.get("mask"), mask_given="mask" in body)
         except EachlabsInputError as error:
             raise AirflowFailException(str(error)) from error
         store = context.get("task_state_store")
         earlier = store.get(STATE_UPLOADS_KEY) if store is not None else None
         uploads = {str(k): str(v) for k, v in earlier.items()} if isinstance(earlier, dict) else {}
-        for image in files:
+        for image in files.values():
             body[image.field] = upload_image(self.hook, image, uploads)
             self._input_bytes[image.field] = image.content
         if files and store is not None:

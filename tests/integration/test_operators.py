@@ -122,6 +122,35 @@ def test_non_image_file_is_refused_before_upload(eachlabs_conn: EachlabsSimulato
     assert eachlabs_conn.counters.presigns == 0 and eachlabs_conn.counters.create_requests == 0
 
 
+def test_mask_of_another_size_is_refused_before_upload(eachlabs_conn: EachlabsSimulator, tmp_path: Path):
+    small = tmp_path / "small_mask.png"
+    Image.new("L", (100, 50), 255).save(small)
+    with pytest.raises(AirflowFailException, match=r"must have the image's size 512x384 \(it is 100x50\)"):
+        fill(mask=str(small)).execute(context())
+    assert eachlabs_conn.counters.requests == 0
+
+
+def test_without_a_mask_the_image_needs_an_alpha_channel(eachlabs_conn: EachlabsSimulator):
+    with pytest.raises(
+        AirflowFailException, match=r"Invalid mask=None: is required: the image .* has no alpha"
+    ):
+        fill(mask=None).execute(context())
+    assert eachlabs_conn.counters.requests == 0
+
+
+def test_alpha_masked_image_fills_its_transparent_region(eachlabs_conn: EachlabsSimulator, tmp_path: Path):
+    source = DATA / "batch" / "product_1.png"
+    result = fill(image=f"file://{source}", mask=None, output_path=str(tmp_path / "out.png")).execute(
+        context()
+    )
+    original = Image.open(source).convert("RGBA")
+    filled = Image.open(result["stored_path"]).convert("RGBA")
+    opaque = original.getchannel("A").point(lambda v: 255 if v >= 128 else 0)
+    difference = ImageChops.difference(original.convert("RGB"), filled.convert("RGB")).convert("L")
+    assert ImageChops.multiply(difference, opaque).getbbox() is None
+    assert filled.getchannel("A").getextrema() == (255, 255)
+
+
 def test_deferrable_fill_defers_with_the_id_and_an_absolute_deadline(eachlabs_conn: EachlabsSimulator):
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
