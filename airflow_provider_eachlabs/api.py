@@ -229,6 +229,10 @@ class EachlabsConnectionError(EachlabsAPIError):
         super().__init__(message)
 
 
+class EachlabsDownloadError(EachlabsError):
+    """An output that must not be fetched or kept: unsafe URL, too large, not an image. Final."""
+
+
 class PredictionFailed(EachlabsError):
     """The prediction ended in ``failed`` / ``error``."""
 
@@ -400,6 +404,21 @@ def list_executions_request(limit: int = 20, offset: int = 0, model: str | None 
     return ApiRequest("GET", "/v1/executions", params=params)
 
 
+def parse_timestamp(value: object) -> float | None:
+    """Epoch seconds from the API's ISO 8601 timestamps (``Z`` or an offset), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
 def prediction_url(host: str, prediction_id: str) -> str:
     """The API URL of a prediction: what the UI link and XCom point at."""
     return f"{host.rstrip('/')}{get_prediction_request(prediction_id).path}"
@@ -525,6 +544,18 @@ def should_retry(error: BaseException, *, idempotent: bool) -> bool:
     if isinstance(error, (EachlabsServerError, EachlabsResponseError)):
         return idempotent
     return False
+
+
+def create_outcome_unknown(error: BaseException) -> bool:
+    """Whether a failed create may still have made a prediction: it must be looked for, not re-sent.
+
+    A 5xx may come after the work was done, a dropped connection or a read timeout after the request
+    arrived, and an unreadable 2xx is a create that succeeded. A 429, any other 4xx, or a connection
+    that never opened made nothing.
+    """
+    if isinstance(error, EachlabsConnectionError):
+        return error.request_sent
+    return isinstance(error, (EachlabsServerError, EachlabsResponseError))
 
 
 # --- URLs -------------------------------------------------------------------------------------------

@@ -116,22 +116,33 @@ def check_public_image_url(field: str, value: Any, api_host: str | None = None) 
     simulator, that host is a loopback address).
     """
     text = require_text(field, value)
-    if api_host and text.startswith(api_host.rstrip("/") + "/"):
+    if is_api_host_url(text, api_host) or is_public_https_url(text):
         return text
-    rule = "must be a public https:// URL (no data: URIs, localhost or private addresses)"
-    parts = urlsplit(text.strip())
+    raise EachlabsInputError(field, value, PUBLIC_URL_RULE)
+
+
+PUBLIC_URL_RULE = "must be a public https:// URL (no data: URIs, localhost or private addresses)"
+
+
+def is_api_host_url(url: str, api_host: str | None) -> bool:
+    return bool(api_host) and url.startswith(str(api_host).rstrip("/") + "/")
+
+
+def is_public_https_url(url: str) -> bool:
+    """HTTPS to a host name or a global address; never loopback, private, link-local or .local names.
+
+    Names are not resolved (no network call before validation); the API resolves them itself.
+    """
+    parts = urlsplit(url.strip())
     if parts.scheme != "https" or not parts.hostname:
-        raise EachlabsInputError(field, value, rule)
+        return False
     host = parts.hostname.lower().rstrip(".")
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        raise EachlabsInputError(field, value, rule)
+        return False
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).is_global
     except ValueError:
-        return text
-    if not address.is_global:
-        raise EachlabsInputError(field, value, rule)
-    return text
+        return True
 
 
 @dataclass(frozen=True)
@@ -167,8 +178,8 @@ class FluxFillInput:
         return cls(
             prompt=require_text("prompt", prompt),
             image=check_image_source("image", image, api_host),
-            mask=None if mask in (None, "") else check_image_source("mask", mask, api_host),
-            seed=None if seed in (None, "") else require_int("seed", seed),
+            mask=None if mask is None else check_image_source("mask", mask, api_host),
+            seed=None if seed is None else require_int("seed", seed),
             steps=require_int("steps", steps, 1, 50),
             prompt_upsampling=require_bool("prompt_upsampling", prompt_upsampling),
             guidance=require_number("guidance", guidance, 2, 5),

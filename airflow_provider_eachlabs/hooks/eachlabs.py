@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +19,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_eachlabs import api
 from airflow_provider_eachlabs.api import ApiRequest, ApiResponse, EachlabsConnectionError, Prediction
+from airflow_provider_eachlabs.inputs import is_api_host_url, is_public_https_url
 from airflow_provider_eachlabs.polling import PollLoop, PollSchedule, expected_seconds_for
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_BACKOFF_INITIAL = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
 DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+MAX_REDIRECTS = 5
+# Looking for a prediction an interrupted create made: how far back, and how many executions at most.
+CLOCK_SKEW_SECONDS = 60.0
+EXECUTIONS_SCAN_LIMIT = 500
 # One pool per event loop, shared by every trigger in it: at most this many sockets to the API.
 ASYNC_POOL_SIZE = 10
 
@@ -165,6 +170,85 @@ class EachlabsHook(BaseHook):
         self.log.info("Created Eachlabs prediction %s for model %s", prediction_id, model)
         return prediction_id
 
+    def submit_prediction(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        *,
+        since: float | None = None,
+        exclude: Collection[str] = (),
+    ) -> str:
+        """Create a prediction exactly once, even when the network loses the answer.
+
+        When a create fails in a way that may have left a prediction behind (a 5xx, a dropped
+        connection, a read timeout, an unreadable 2xx), the account's executions are searched for it
+        before anything is sent again: a prediction of the same model with the same input, created
+        since ``since`` (default: this call) and not in ``exclude``. Only when none turns up within
+        one request timeout is the create sent again, up to the connection's retry count.
+        """
+        since = time.time() if since is None else since
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                return self.create_prediction(model, input, webhook_url, webhook_secret)
+            except api.EachlabsAPIError as error:
+                if not api.create_outcome_unknown(error) or attempt == self.settings.max_retries:
+                    raise
+                self.log.warning("The create may have gone through (%s); looking for its prediction", error)
+            found = self.find_prediction(
+                model, input, since=since, exclude=exclude, patience=self.settings.timeout
+            )
+            if found is not None:
+                self.log.info("Found prediction %s that the interrupted create made: using it", found)
+                return found
+            self.log.warning("No prediction was made by the interrupted create: sending it again")
+        raise AssertionError("the loop returns or raises")
+
+    def find_prediction(
+        self,
+        model: str,
+        input: Mapping[str, Any],
+        *,
+        since: float,
+        exclude: Collection[str] = (),
+        patience: float = 0.0,
+    ) -> str | None:
+        """The newest prediction of ``model`` with exactly ``input``, created since ``since``.
+
+        ``GET /v1/executions`` lists executions without their input, so each recent candidate is
+        fetched to compare. The listing may lag the create, so it is read again for ``patience``
+        seconds before the answer is "none". Clock skew between here and the API is allowed for by
+        looking a minute further back; the input comparison keeps that safe.
+        """
+        earliest = since - CLOCK_SKEW_SECONDS
+        give_up_at = time.monotonic() + patience
+        while True:
+            for execution_id in self._recent_execution_ids(model, earliest):
+                if execution_id in exclude:
+                    continue
+                candidate = self._call(api.get_prediction_request(execution_id), api.read_json)
+                if _sent_input_matches(input, candidate):
+                    return execution_id
+            if time.monotonic() >= give_up_at:
+                return None
+            time.sleep(min(1.0, max(0.1, patience / 4)))
+
+    def _recent_execution_ids(self, model: str, earliest: float) -> list[str]:
+        """Ids of the model's executions created at or after ``earliest``, newest first."""
+        ids: list[str] = []
+        for offset in range(0, EXECUTIONS_SCAN_LIMIT, 100):
+            page = self.list_executions(limit=100, offset=offset, model=model)
+            rows = page.get("executions") or []
+            for row in rows:
+                created = api.parse_timestamp(row.get("created_at"))
+                if created is not None and created < earliest:
+                    return ids
+                ids.append(str(row.get("id")))
+            if len(rows) < 100:
+                break
+        return ids
+
     def get_prediction(self, prediction_id: str) -> Prediction:
         request = api.get_prediction_request(prediction_id)
         return self._call(request, lambda response: api.read_prediction(response, prediction_id))
@@ -195,14 +279,37 @@ class EachlabsHook(BaseHook):
             lambda response: api.read_presigned_upload(api.read_json(response)),
         )
         headers = {"Content-Type": content_type, **target.required_headers}
-        response = self._send_raw("PUT", target.presigned_url, headers=headers, data=content)
-        api.raise_for_status(response)
+
+        def put() -> None:
+            api.raise_for_status(self._send_raw("PUT", target.presigned_url, headers=headers, data=content))
+
+        self._retrying(idempotent=True)(put)
         return target.public_url
 
     def download(self, url: str, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> api.Download:
-        """Fetch an output file; the key goes along only to the API host itself."""
-        headers = self._auth_headers() if url.startswith(self.settings.host + "/") else {}
-        return self._retrying(idempotent=True)(self._download_once, url, headers, max_bytes)
+        """Fetch an output file, safely: it comes from the internet, chosen by someone else.
+
+        Only public HTTPS URLs (or the API host's own files) are fetched, every redirect is checked
+        the same way before it is followed, the size is capped while reading, and the answer must
+        say it is an image. The key goes along only to the API host itself.
+        """
+        from urllib.parse import urljoin
+
+        for _ in range(MAX_REDIRECTS + 1):
+            self._check_download_url(url)
+            headers = self._auth_headers() if is_api_host_url(url, self.settings.host) else {}
+            result = self._retrying(idempotent=True)(self._download_once, url, headers, max_bytes)
+            if isinstance(result, api.Download):
+                return result
+            url = urljoin(url, result)
+        raise api.EachlabsDownloadError(f"output {url} redirects more than {MAX_REDIRECTS} times")
+
+    def _check_download_url(self, url: str) -> None:
+        if not (is_api_host_url(url, self.settings.host) or is_public_https_url(url)):
+            raise api.EachlabsDownloadError(
+                f"refusing to download {url}: outputs are fetched only over https:// from public hosts "
+                "(or from the API host itself)"
+            )
 
     def wait_for_prediction(
         self,
@@ -285,27 +392,39 @@ class EachlabsHook(BaseHook):
             raise _sync_transport_error(method, url, error) from None
         return ApiResponse(response.status_code, response.headers, response.content)
 
-    def _download_once(self, url: str, headers: dict[str, str], max_bytes: int) -> api.Download:
+    def _download_once(self, url: str, headers: dict[str, str], max_bytes: int) -> api.Download | str:
+        """One GET of an output: the file, or the ``Location`` of a redirect for ``download`` to check."""
         import requests
 
         try:
-            with self.session.get(url, headers=headers, timeout=self.settings.timeout, stream=True) as r:
-                meta = ApiResponse(r.status_code, r.headers, b"")
-                if r.status_code >= 400:
+            with self.session.get(
+                url, headers=headers, timeout=self.settings.timeout, stream=True, allow_redirects=False
+            ) as r:
+                if r.is_redirect and r.headers.get("Location"):
+                    return str(r.headers["Location"])
+                if r.status_code >= 300:
                     api.raise_for_status(ApiResponse(r.status_code, r.headers, r.content[:2048]))
+                content_type = r.headers.get("Content-Type", "")
+                if not content_type.lower().startswith("image/"):
+                    # Retried like a transient answer: an error page in place of a finished output.
+                    raise api.EachlabsResponseError(
+                        f"output {url} is not an image (Content-Type {content_type or 'missing'!r})",
+                        status_code=r.status_code,
+                        request_id=api.header(r.headers, api.REQUEST_ID_HEADER),
+                    )
+                declared = int(r.headers.get("Content-Length") or 0)
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in r.iter_content(64 * 1024):
                     size += len(chunk)
-                    if size > max_bytes:
-                        raise api.EachlabsResponseError(
-                            f"output {url} is larger than the {max_bytes} byte limit",
-                            request_id=meta.request_id,
+                    if max(size, declared) > max_bytes:
+                        raise api.EachlabsDownloadError(
+                            f"output {url} is larger than the {max_bytes} byte limit"
                         )
                     chunks.append(chunk)
         except requests.RequestException as error:
             raise _sync_transport_error("GET", url, error) from None
-        return api.Download(url, b"".join(chunks), api.header(meta.headers, "Content-Type") or "")
+        return api.Download(url, b"".join(chunks), content_type)
 
     def _retrying(self, *, idempotent: bool) -> tenacity.Retrying:
         import tenacity
@@ -371,6 +490,12 @@ class EachlabsHook(BaseHook):
                     raise _async_transport_error(request.method, url, error) from None
                 return read(ApiResponse(response.status_code, response.headers, response.content))
         raise AssertionError("tenacity ends with a result or the last error")
+
+
+def _sent_input_matches(sent: Mapping[str, Any], candidate: Any) -> bool:
+    """Every field this provider sent is in the candidate's input, unchanged (the API may add defaults)."""
+    received = candidate.get("input") if isinstance(candidate, Mapping) else None
+    return isinstance(received, Mapping) and all(received.get(k) == v for k, v in sent.items())
 
 
 def _async_client() -> httpx.AsyncClient:

@@ -156,43 +156,71 @@ class EachlabsPredictionOperator(BaseOperator):
         if done is not None:
             return self.finish(context, done)
         if self.deferrable:
-            self._defer(prediction_id, started_at)
+            self._defer(prediction_id, started_at, self._deadline(context, started_at))
         return self._wait_here(context, prediction_id, started_at)
 
     def _submit_or_reattach(self, context: Context) -> tuple[str, float, Prediction | None]:
-        """Re-attach to the prediction an earlier try started, or create one and record it at once."""
+        """Re-attach to the prediction an earlier try started, or create one and record it at once.
+
+        The record in ``task_state_store`` is written before the create is sent (``sent_at``) and
+        completed with the id right after, so a try that died in between leaves a trace: the next try
+        looks for the prediction that create may have made before it pays for another.
+        """
         store = context.get("task_state_store")
-        earlier = store.get(STATE_PREDICTION_KEY) if store is not None else None
         if store is None:
             self.log.warning(
                 "task_state_store is not available (Airflow older than 3.3): a retry of this task "
                 "cannot re-attach to the prediction this try creates and will create another"
             )
-        if isinstance(earlier, Mapping) and earlier.get("id"):
+        stored = store.get(STATE_PREDICTION_KEY) if store is not None else None
+        earlier: Mapping[str, Any] = stored if isinstance(stored, Mapping) else {}
+        finished = earlier.get("finished_ids")
+        finished_ids = [str(i) for i in finished] if isinstance(finished, list) else []
+        if earlier.get("id"):
             reattached = self._reattach(str(earlier["id"]), _as_float(earlier.get("started_at"), time.time()))
             if reattached is not None:
                 return reattached
+            finished_ids.append(str(earlier["id"]))
         input_ = self.build_input(context)
-        prediction_id = self.hook.create_prediction(
-            self.model, input_, webhook_url=self.webhook_url, webhook_secret=self.webhook_secret
+        if earlier.get("sent_at") and not earlier.get("id"):
+            found = self.hook.find_prediction(
+                self.model, input_, since=_as_float(earlier["sent_at"], time.time()), exclude=finished_ids
+            )
+            if found is not None:
+                self.log.info(
+                    "Found prediction %s, created by an earlier try that died before recording it", found
+                )
+                self._record(context, found, time.time(), finished_ids)
+                reattached = self._reattach(found, time.time())
+                if reattached is not None:
+                    return reattached
+                finished_ids.append(found)
+        sent_at = time.time()
+        _save_record(context, {"sent_at": sent_at, "finished_ids": finished_ids})
+        prediction_id = self.hook.submit_prediction(
+            self.model,
+            input_,
+            webhook_url=self.webhook_url,
+            webhook_secret=self.webhook_secret,
+            since=sent_at,
+            exclude=finished_ids,
         )
         started_at = time.time()
-        self._record(context, prediction_id, started_at)
+        self._record(context, prediction_id, started_at, finished_ids)
         return prediction_id, started_at, None
 
     def _reattach(self, prediction_id: str, started_at: float) -> tuple[str, float, Prediction | None] | None:
+        """The earlier prediction to carry on with, or None when a new one is needed."""
         from airflow_provider_eachlabs.api import EachlabsNotFoundError
 
         try:
             prediction = self.hook.get_prediction(prediction_id)
         except EachlabsNotFoundError:
-            self.log.warning(
-                "Prediction %s of an earlier try is unknown to the API; creating anew", prediction_id
-            )
+            self.log.warning("Prediction %s of an earlier try is unknown to the API", prediction_id)
             return None
         if prediction.failed or prediction.cancelled:
             self.log.warning(
-                "Prediction %s of an earlier try ended %r; creating a new one",
+                "Prediction %s of an earlier try ended %r: creating a new one",
                 prediction_id,
                 prediction.status,
             )
@@ -205,22 +233,33 @@ class EachlabsPredictionOperator(BaseOperator):
         )
         return prediction_id, started_at, prediction if prediction.succeeded else None
 
-    def _record(self, context: Context, prediction_id: str, started_at: float) -> None:
+    def _record(
+        self, context: Context, prediction_id: str, started_at: float, finished_ids: list[str]
+    ) -> None:
+        """Remember the prediction before anything else can fail: for retries, and for the UI link."""
         from airflow_provider_eachlabs.api import prediction_url
 
         self.prediction_id = prediction_id
-        store = context.get("task_state_store")
-        if store is not None:
-            from airflow.sdk.execution_time.context import NEVER_EXPIRE
-
-            store.set(
-                STATE_PREDICTION_KEY, {"id": prediction_id, "started_at": started_at}, retention=NEVER_EXPIRE
-            )
+        _save_record(context, {"id": prediction_id, "started_at": started_at, "finished_ids": finished_ids})
         ti = context["ti"]
         ti.xcom_push(key=PREDICTION_ID_KEY, value=prediction_id)
         ti.xcom_push(key=PREDICTION_URL_KEY, value=prediction_url(self.hook.host, prediction_id))
 
-    def _defer(self, prediction_id: str, started_at: float) -> None:
+    def _deadline(self, context: Context, started_at: float) -> float:
+        """When the wait must end: ``timeout`` after the create, and within ``execution_timeout``.
+
+        Airflow applies ``execution_timeout`` to ``execute`` only, not to the deferred wait, so the
+        trigger carries it: it ends a little before, the prediction is cancelled, and the task fails
+        with ``PredictionTimeout`` rather than a bare trigger timeout.
+        """
+        deadline = started_at + self.timeout
+        start = getattr(context.get("ti"), "start_date", None)
+        if self.execution_timeout and start is not None:
+            budget = self.execution_timeout.total_seconds()
+            deadline = min(deadline, start.timestamp() + budget - min(5.0, budget / 10))
+        return deadline
+
+    def _defer(self, prediction_id: str, started_at: float, deadline: float) -> None:
         from airflow_provider_eachlabs.polling import expected_seconds_for
         from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
 
@@ -228,7 +267,7 @@ class EachlabsPredictionOperator(BaseOperator):
             trigger=PredictionTrigger(
                 prediction_id=prediction_id,
                 eachlabs_conn_id=self.eachlabs_conn_id,
-                deadline=started_at + self.timeout,
+                deadline=deadline,
                 started_at=started_at,
                 poll_interval=self.poll_interval,
                 expected_seconds=expected_seconds_for(self.model),
@@ -237,6 +276,9 @@ class EachlabsPredictionOperator(BaseOperator):
         )
 
     def _wait_here(self, context: Context, prediction_id: str, started_at: float) -> dict[str, Any]:
+        """Wait on the worker; ``timeout`` and ``execution_timeout`` both cancel the prediction."""
+        from airflow.sdk.exceptions import AirflowTaskTimeout
+
         from airflow_provider_eachlabs.api import PredictionTimeout, raise_for_prediction_end
 
         try:
@@ -246,6 +288,9 @@ class EachlabsPredictionOperator(BaseOperator):
         except PredictionTimeout:
             self._cancel_quietly(prediction_id)
             raise
+        except AirflowTaskTimeout as timeout:
+            self._cancel_quietly(prediction_id)
+            raise PredictionTimeout(prediction_id, time.time() - started_at, None) from timeout
         raise_for_prediction_end(prediction)
         return self.finish(context, prediction)
 
@@ -276,3 +321,12 @@ class EachlabsPredictionOperator(BaseOperator):
 
 def _as_float(value: object, default: float) -> float:
     return float(value) if isinstance(value, (int, float)) else default
+
+
+def _save_record(context: Context, record: dict[str, Any]) -> None:
+    """Keep the prediction record for every later try of this task instance (Airflow 3.3+)."""
+    store = context.get("task_state_store")
+    if store is not None:
+        from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+        store.set(STATE_PREDICTION_KEY, record, retention=NEVER_EXPIRE)

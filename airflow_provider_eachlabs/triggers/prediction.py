@@ -94,6 +94,22 @@ class PredictionTrigger(BaseTrigger):
                 {"status": "error", "prediction_id": self.prediction_id, "message": str(error)}
             )
 
+    async def on_kill(self) -> None:
+        """A user's action on the deferred task (mark failed, clear) cancels the prediction.
+
+        Airflow 3.3+ calls this only for user actions, never when the triggerer restarts or the
+        deadline passes, so a restart keeps the prediction running. It never raises.
+        """
+        from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+        try:
+            await asyncio.wait_for(
+                EachlabsHook(self.eachlabs_conn_id).acancel_prediction(self.prediction_id), 20
+            )
+            self.log.info("Cancelled prediction %s", self.prediction_id)
+        except Exception as error:
+            self.log.warning("Could not cancel prediction %s: %s", self.prediction_id, error)
+
     def _event_for(self, prediction: Prediction) -> dict[str, Any]:
         if prediction.succeeded:
             status, message = "success", f"Prediction {prediction.id} succeeded"

@@ -179,8 +179,9 @@ def test_upload_round_trip_serves_the_same_bytes(eachlabs_conn: EachlabsSimulato
 def test_download_over_the_size_cap_fails_and_keeps_nothing(eachlabs_conn: EachlabsSimulator):
     hook = EachlabsHook()
     public_url = hook.upload_bytes(png_bytes((400, 400)), "image/png")
-    with pytest.raises(api.EachlabsResponseError, match="larger than the 100 byte limit"):
+    with pytest.raises(api.EachlabsDownloadError, match="larger than the 100 byte limit"):
         hook.download(public_url, max_bytes=100)
+    assert eachlabs_conn.counters.file_downloads == 1
 
 
 def test_async_gets_share_one_bounded_pool_per_event_loop(eachlabs_conn: EachlabsSimulator):
