@@ -17,6 +17,7 @@ from airflow_provider_eachlabs.api import EachlabsError
 
 FLUX_FILL_MODEL = "flux-fill-pro"
 OUTPUT_FORMATS = ("jpg", "png")
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)+")
 _INT_LITERAL = re.compile(r"[+-]?\d+")
 _NUMBER_LITERAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -142,7 +143,7 @@ def is_public_https_url(url: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_global
     except ValueError:
-        return True
+        return _HOST_NAME.fullmatch(host) is not None
 
 
 @dataclass(frozen=True)
