@@ -3,13 +3,17 @@
 The simulator runs in its own process (through its CLI, as a demo would run it), so client and
 server do not share a GIL; the client keeps ~20 keep-alive connections busy with httpx.
 
-    python benchmarks/bench_simulator.py [--seconds 5] [--concurrency 20] [--runs 3]
+    python benchmarks/bench_simulator.py [--seconds 5] [--concurrency 20] [--runs 3] [--json]
+
+It bounds the other benchmarks: a trigger load asking for more GETs a second than this measures
+for the simulator rather than for the triggers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -70,7 +74,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout, progress on stderr")
     args = parser.parse_args()
+    out = sys.stderr if args.json else sys.stdout
 
     proc, base_url = start_simulator()
     try:
@@ -86,10 +92,22 @@ def main() -> None:
             rate, lat = asyncio.run(one_run(base_url, ids, args.seconds, args.concurrency))
             rates.append(rate)
             all_lat.extend(lat)
-            print(f"run {run + 1}: {rate:.0f} GET/s over {len(lat)} requests", flush=True)
+            print(f"run {run + 1}: {rate:.0f} GET/s over {len(lat)} requests", file=out, flush=True)
         all_lat.sort()
         p50 = all_lat[len(all_lat) // 2] * 1000
         p99 = all_lat[min(len(all_lat) - 1, int(len(all_lat) * 0.99))] * 1000
+        if args.json:
+            report = {
+                "benchmark": "simulator",
+                "median_rps": round(statistics.median(rates)),
+                "rates": [round(r) for r in rates],
+                "concurrency": args.concurrency,
+                "seconds": args.seconds,
+                "latency_p50_ms": round(p50, 2),
+                "latency_p99_ms": round(p99, 2),
+            }
+            print(json.dumps(report, indent=2))
+            return
         print(
             f"GET /v1/prediction/{{id}}: median {statistics.median(rates):.0f} req/s over {args.runs} runs "
             f"({args.concurrency} connections, {args.seconds:.0f} s each); "
