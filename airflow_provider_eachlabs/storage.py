@@ -23,6 +23,10 @@ from airflow_provider_eachlabs.inputs import EachlabsInputError
 if TYPE_CHECKING:
     from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
 
+# Schemes of the Amazon, Google and Azure providers' filesystems, where a path's first part is a bucket
+# (or container) that only an administrator should create.
+_BUCKET_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss", "adl", "az"})
+
 
 def read_source(field: str, source: str) -> bytes:
     """The bytes of a local path, ``file://`` URI or object-storage URI, or an error naming the field."""
@@ -149,12 +153,18 @@ def store_output(content: bytes, target: str, expected_format: str | None) -> St
 
 
 def write_atomically(target: str, content: bytes) -> None:
+    """Write ``content`` to a local path, ``file://`` or object-storage URI, never leaving half a file.
+
+    Bucket stores get no ``mkdir``: their keys need no folders, and their ``mkdir`` creates a missing
+    bucket, so a typo in the bucket name would write into a new bucket instead of failing.
+    """
     parts = urlsplit(target)
     if "://" in target and parts.scheme != "file":
         from airflow.sdk import ObjectStoragePath
 
         path = ObjectStoragePath(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if parts.scheme not in _BUCKET_SCHEMES:
+            path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         return
     local = Path(unquote(parts.path) if parts.scheme == "file" else target).expanduser()

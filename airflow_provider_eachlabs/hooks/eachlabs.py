@@ -119,12 +119,20 @@ class EachlabsHook(BaseHook):
     @property
     def settings(self) -> EachlabsSettings:
         if self._settings is None:
+            from airflow.sdk.log import mask_secret
+
             conn = self.get_connection(self.eachlabs_conn_id)
-            self._settings = self._remember(EachlabsSettings.from_connection(conn, conn.extra_dejson))
+            self._settings = EachlabsSettings.from_connection(conn, conn.extra_dejson)
+            # Airflow masks passwords it hands to tasks; this covers hooks built outside a task too.
+            mask_secret(self._settings.api_key)
         return self._settings
 
     async def aget_settings(self) -> EachlabsSettings:
-        """The settings without a blocking DB or supervisor call inside the triggerer's event loop."""
+        """The settings without a blocking DB or supervisor call inside the triggerer's event loop.
+
+        The connection lookup masks the password itself, asynchronously; a synchronous
+        ``mask_secret`` here would block the loop that every trigger shares.
+        """
         if self._settings is None:
             from airflow.providers.common.compat.connection import (
                 get_async_connection,
@@ -133,15 +141,8 @@ class EachlabsHook(BaseHook):
 
             conn = await get_async_connection(self.eachlabs_conn_id, hook=self)
             extra = await get_async_extra_dejson(conn)
-            self._settings = self._remember(EachlabsSettings.from_connection(conn, extra))
+            self._settings = EachlabsSettings.from_connection(conn, extra)
         return self._settings
-
-    @staticmethod
-    def _remember(settings: EachlabsSettings) -> EachlabsSettings:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(settings.api_key)
-        return settings
 
     @property
     def host(self) -> str:
@@ -214,7 +215,7 @@ class EachlabsHook(BaseHook):
         exclude: Collection[str] = (),
         patience: float = 0.0,
     ) -> str | None:
-        """The newest prediction of ``model`` with exactly ``input``, created since ``since``.
+        """The newest prediction of ``model`` made from ``input``, created since ``since``.
 
         ``GET /v1/executions`` lists executions without their input, so each recent candidate is
         fetched to compare. The listing may lag the create, so it is read again for ``patience``
@@ -319,7 +320,6 @@ class EachlabsHook(BaseHook):
         *,
         model: str | None = None,
         started_at: float | None = None,
-        on_step: Callable[[str], None] | None = None,
     ) -> Prediction:
         """Poll until the prediction ends; ``PredictionTimeout`` after ``timeout`` seconds."""
         started = started_at if started_at is not None else time.time()
@@ -336,7 +336,7 @@ class EachlabsHook(BaseHook):
             except api.EachlabsError as error:
                 step = loop.on_error(error, time.time())
             if step.note:
-                (on_step or self.log.info)(step.note)
+                self.log.info(step.note)
             if step.done is not None:
                 return step.done
             if step.timed_out:

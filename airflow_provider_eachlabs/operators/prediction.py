@@ -112,6 +112,12 @@ class EachlabsPredictionOperator(BaseOperator):
     def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
         """Store the output when asked and return the small XCom result."""
         result = self.result_for(prediction)
+        self.log.info(
+            "Prediction %s succeeded (predict time %ss, cost %s USD)",
+            prediction.id,
+            result["predict_time"] if result["predict_time"] is not None else "unreported",
+            result["cost"] if result["cost"] is not None else "unreported",
+        )
         if self.output_path and prediction.output_url:
             from airflow_provider_eachlabs import storage
 
