@@ -217,13 +217,29 @@ def build_app(engine: Engine) -> FastAPI:
         title="Eachlabs simulator", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
     )
 
-    async def create(request: Request) -> Response:
+    async def authorized_body(request: Request) -> tuple[str, dict[str, Any]] | JSONResponse:
+        """The caller's key and JSON object body, or the 401 / 400 answer."""
         key = engine.key_of(request)
         if key is None:
             return _unauthorized()
         body = await _json_object(request)
-        if isinstance(body, JSONResponse):
-            return body
+        return body if isinstance(body, JSONResponse) else (key, body)
+
+    def own_prediction(request: Request, prediction_id: str) -> PredictionRecord | JSONResponse:
+        """The caller's prediction, or the 401 / 404 answer: another key's prediction is not found."""
+        key = engine.key_of(request)
+        if key is None:
+            return _unauthorized()
+        rec = state.predictions.get(prediction_id)
+        if rec is None or rec.api_key != key:
+            return JSONResponse({"error": "Prediction not found"}, status_code=404)
+        return rec
+
+    async def create(request: Request) -> Response:
+        authorized = await authorized_body(request)
+        if isinstance(authorized, JSONResponse):
+            return authorized
+        key, body = authorized
         model, inp = body.get("model"), body.get("input")
         if not isinstance(model, str) or not model:
             return error(400, "model is required and must be a string", {"field": "model"})
@@ -281,12 +297,9 @@ def build_app(engine: Engine) -> FastAPI:
 
     @app.get("/v1/prediction/{prediction_id}")
     async def get_prediction(prediction_id: str, request: Request) -> Response:
-        key = engine.key_of(request)
-        if key is None:
-            return _unauthorized()
-        rec = state.predictions.get(prediction_id)
-        if rec is None or rec.api_key != key:
-            return JSONResponse({"error": "Prediction not found"}, status_code=404)
+        rec = own_prediction(request, prediction_id)
+        if isinstance(rec, JSONResponse):
+            return rec
         await engine.settle(rec)
         return JSONResponse(engine.prediction_body(rec))
 
@@ -294,12 +307,9 @@ def build_app(engine: Engine) -> FastAPI:
     async def cancel_prediction(prediction_id: str, request: Request) -> Response:
         """Cancel a running prediction. Cancelling one that already ended answers 409 Conflict:
         the spec lists no status for it, and 409 is what Eachlabs uses for state conflicts."""
-        key = engine.key_of(request)
-        if key is None:
-            return _unauthorized()
-        rec = state.predictions.get(prediction_id)
-        if rec is None or rec.api_key != key:
-            return error(404, "Prediction not found")
+        rec = own_prediction(request, prediction_id)
+        if isinstance(rec, JSONResponse):
+            return rec
         with state.lock:
             if rec.is_terminal():
                 return error(409, f"Prediction already finished with status {rec.reported_status()}")
@@ -310,12 +320,10 @@ def build_app(engine: Engine) -> FastAPI:
 
     @app.post("/v1/upload/presign")
     async def presign(request: Request) -> Response:
-        key = engine.key_of(request)
-        if key is None:
-            return _unauthorized()
-        body = await _json_object(request)
-        if isinstance(body, JSONResponse):
-            return body
+        authorized = await authorized_body(request)
+        if isinstance(authorized, JSONResponse):
+            return authorized
+        key, body = authorized
         content_type = body.get("content_type")
         if not isinstance(content_type, str) or not content_type:
             return error(400, "content_type is required", {"field": "content_type"})
