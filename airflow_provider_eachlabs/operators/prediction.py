@@ -333,6 +333,11 @@ def _save_record(context: Context, record: dict[str, Any]) -> None:
     """Keep the prediction record for every later try of this task instance (Airflow 3.3+)."""
     store = context.get("task_state_store")
     if store is not None:
-        from airflow.sdk.execution_time.context import NEVER_EXPIRE
+        store.set(STATE_PREDICTION_KEY, record, retention=_never_expire())
 
-        store.set(STATE_PREDICTION_KEY, record, retention=NEVER_EXPIRE)
+
+def _never_expire() -> Any:
+    """Airflow's "keep for good" retention: a record must outlive every retry, however late."""
+    from airflow.sdk.execution_time import context
+
+    return getattr(context, "NEVER_EXPIRE", None)
