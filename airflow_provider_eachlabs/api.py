@@ -1,6 +1,6 @@
 """The Eachlabs protocol without I/O: what to send, and what a response means.
 
-Both transports (``requests`` on workers, ``httpx`` in the triggerer) build their requests here and
+Both transports (``requests`` on workers, ``aiohttp`` in the triggerer) build their requests here and
 hand every response back here, so the two never disagree on a status, an error or a retry. Nothing in
 this module imports Airflow or an HTTP library; it is cheap to import and tested without a network.
 """

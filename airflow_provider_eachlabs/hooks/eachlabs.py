@@ -1,9 +1,8 @@
-"""EachlabsHook: the ``eachlabs`` connection and two thin transports over ``api.py``.
+"""EachlabsHook: the ``eachlabs`` connection, one method per API verb, sync and async.
 
-Workers use ``requests`` (one ``Session`` per hook); the triggerer uses ``httpx`` with one client per
-event loop, so thousands of waiting triggers share a small connection pool. Both send what ``api``
-builds and hand what they receive back to ``api``; retries are tenacity's, with the one policy in
-``api.should_retry``. HTTP libraries and tenacity load inside the methods that use them.
+What a request looks like and what an answer means is ``api``'s; how bytes travel (requests on
+workers, aiohttp in the triggerer) and the retry policy are ``transport``'s. The hook adds what needs
+both: a create that is never paid twice, a safe download, and the wait for a prediction.
 """
 
 from __future__ import annotations
@@ -17,13 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_eachlabs import api
-from airflow_provider_eachlabs.api import ApiRequest, ApiResponse, EachlabsConnectionError, Prediction
+from airflow_provider_eachlabs import api, transport
+from airflow_provider_eachlabs.api import ApiRequest, ApiResponse, Prediction
 from airflow_provider_eachlabs.inputs import is_api_host_url, is_public_https_url
 from airflow_provider_eachlabs.polling import PollLoop, PollSchedule, expected_seconds_for
 
 if TYPE_CHECKING:
-    import httpx
     import requests
     import tenacity
     from airflow.sdk import Connection
@@ -35,15 +33,16 @@ DEFAULT_BACKOFF_INITIAL = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
 DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 MAX_REDIRECTS = 5
+SETTINGS_TTL_SECONDS = 300.0
 # Looking for a prediction an interrupted create made: how far back, and how many executions at most.
 CLOCK_SKEW_SECONDS = 60.0
 EXECUTIONS_SCAN_LIMIT = 500
-# One pool per event loop, shared by every trigger in it: at most this many sockets to the API.
-ASYNC_POOL_SIZE = 10
 
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
+
+# Each event loop's connection settings, by connection id, with when they were read.
+_loop_settings: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, EachlabsSettings]]
+] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -130,18 +129,25 @@ class EachlabsHook(BaseHook):
     async def aget_settings(self) -> EachlabsSettings:
         """The settings without a blocking DB or supervisor call inside the triggerer's event loop.
 
-        The connection lookup masks the password itself, asynchronously; a synchronous
+        A thousand triggers on one connection would otherwise look it up a thousand times, so the
+        event loop keeps each connection's settings for ``SETTINGS_TTL_SECONDS`` (a rotated key is
+        picked up after that). The lookup masks the password itself, asynchronously; a synchronous
         ``mask_secret`` here would block the loop that every trigger shares.
         """
         if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
-            )
+            cache = _loop_settings.setdefault(asyncio.get_running_loop(), {})
+            cached = cache.get(self.eachlabs_conn_id)
+            if cached is None or time.monotonic() - cached[0] > SETTINGS_TTL_SECONDS:
+                from airflow.providers.common.compat.connection import (
+                    get_async_connection,
+                    get_async_extra_dejson,
+                )
 
-            conn = await get_async_connection(self.eachlabs_conn_id, hook=self)
-            extra = await get_async_extra_dejson(conn)
-            self._settings = EachlabsSettings.from_connection(conn, extra)
+                conn = await get_async_connection(self.eachlabs_conn_id, hook=self)
+                extra = await get_async_extra_dejson(conn)
+                cached = (time.monotonic(), EachlabsSettings.from_connection(conn, extra))
+                cache[self.eachlabs_conn_id] = cached
+            self._settings = cached[1]
         return self._settings
 
     @property
@@ -384,111 +390,27 @@ class EachlabsHook(BaseHook):
         return self._retrying(idempotent=idempotent)(attempt)
 
     def _send_raw(self, method: str, url: str, **kwargs: Any) -> ApiResponse:
-        import requests
-
-        try:
-            response = self.session.request(method, url, timeout=self.settings.timeout, **kwargs)
-        except requests.RequestException as error:
-            raise _sync_transport_error(method, url, error) from None
-        return ApiResponse(response.status_code, response.headers, response.content)
+        return transport.send(self.session, method, url, timeout=self.settings.timeout, **kwargs)
 
     def _download_once(self, url: str, headers: dict[str, str], max_bytes: int) -> api.Download | str:
-        """One GET of an output: the file, or the ``Location`` of a redirect for ``download`` to check."""
-        import requests
-
-        try:
-            with self.session.get(
-                url, headers=headers, timeout=self.settings.timeout, stream=True, allow_redirects=False
-            ) as r:
-                if r.is_redirect and r.headers.get("Location"):
-                    return str(r.headers["Location"])
-                if r.status_code >= 300:
-                    api.raise_for_status(ApiResponse(r.status_code, r.headers, r.content[:2048]))
-                content_type = r.headers.get("Content-Type", "")
-                if not content_type.lower().startswith("image/"):
-                    # Retried like a transient answer: an error page in place of a finished output.
-                    raise api.EachlabsResponseError(
-                        f"output {url} is not an image (Content-Type {content_type or 'missing'!r})",
-                        status_code=r.status_code,
-                        request_id=api.header(r.headers, api.REQUEST_ID_HEADER),
-                    )
-                declared = int(r.headers.get("Content-Length") or 0)
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in r.iter_content(64 * 1024):
-                    size += len(chunk)
-                    if max(size, declared) > max_bytes:
-                        raise api.EachlabsDownloadError(
-                            f"output {url} is larger than the {max_bytes} byte limit"
-                        )
-                    chunks.append(chunk)
-        except requests.RequestException as error:
-            raise _sync_transport_error("GET", url, error) from None
-        return api.Download(url, b"".join(chunks), content_type)
+        return transport.download_once(self.session, url, headers, max_bytes, self.settings.timeout)
 
     def _retrying(self, *, idempotent: bool) -> tenacity.Retrying:
         import tenacity
 
-        return tenacity.Retrying(**self._retry_policy(idempotent))
+        return tenacity.Retrying(**transport.retry_policy(self.settings, idempotent, self.log))
 
-    def _retry_policy(self, idempotent: bool) -> dict[str, Any]:
-        import tenacity
-
-        settings = self.settings
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            retry_after = getattr(error, "retry_after", None)
-            if retry_after is not None:
-                return float(min(retry_after, settings.backoff_max))
-            backoff = tenacity.wait_random_exponential(
-                multiplier=settings.backoff_initial, max=settings.backoff_max
-            )
-            return float(backoff(state))
-
-        def log_retry(state: tenacity.RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            delay = state.next_action.sleep if state.next_action else 0.0
-            self.log.warning(
-                "Eachlabs request failed (%s); retry %d of %d in %.1fs",
-                error,
-                state.attempt_number,
-                settings.max_retries,
-                delay,
-            )
-
-        return {
-            "retry": tenacity.retry_if_exception(lambda e: api.should_retry(e, idempotent=idempotent)),
-            "wait": wait,
-            "stop": tenacity.stop_after_attempt(settings.max_retries + 1),
-            "before_sleep": log_retry,
-            "reraise": True,
-        }
-
-    # --- async transport --------------------------------------------------------------------------
+    # --- async transport -------------------------------------------------------------------------
 
     async def _acall(self, request: ApiRequest, read: Callable[[ApiResponse], T]) -> T:
-        """``_call`` for the triggerer: idempotent requests only, the same retry policy, httpx."""
-        import httpx
+        """``_call`` for the triggerer: idempotent requests only, the same retry policy."""
         import tenacity
 
         settings = await self.aget_settings()
-        client = _async_client()
-        url = settings.host + request.path
-        async for attempt in tenacity.AsyncRetrying(**self._retry_policy(idempotent=True)):
+        policy = transport.retry_policy(settings, True, self.log)
+        async for attempt in tenacity.AsyncRetrying(**policy):
             with attempt:
-                try:
-                    response = await client.request(
-                        request.method,
-                        url,
-                        headers=api.auth_headers(settings.api_key),
-                        json=request.json,
-                        params=request.params,
-                        timeout=settings.timeout,
-                    )
-                except httpx.TransportError as error:
-                    raise _async_transport_error(request.method, url, error) from None
-                return read(ApiResponse(response.status_code, response.headers, response.content))
+                return read(await transport.send_async(settings.host + request.path, request, settings))
         raise AssertionError("tenacity ends with a result or the last error")
 
 
@@ -496,46 +418,3 @@ def _sent_input_matches(sent: Mapping[str, Any], candidate: Any) -> bool:
     """Every field this provider sent is in the candidate's input, unchanged (the API may add defaults)."""
     received = candidate.get("input") if isinstance(candidate, Mapping) else None
     return isinstance(received, Mapping) and all(received.get(k) == v for k, v in sent.items())
-
-
-def _async_client() -> httpx.AsyncClient:
-    """The event loop's shared client: a bounded pool instead of a socket per trigger."""
-    import httpx
-
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=ASYNC_POOL_SIZE, max_keepalive_connections=ASYNC_POOL_SIZE),
-            timeout=httpx.Timeout(DEFAULT_TIMEOUT, pool=None),
-        )
-        _async_clients[loop] = client
-    return client
-
-
-def _sync_transport_error(method: str, url: str, error: Exception) -> EachlabsConnectionError:
-    import requests
-    import urllib3.exceptions
-
-    reason = error.args[0] if error.args else None
-    reason = getattr(reason, "reason", reason)
-    never_sent = isinstance(error, requests.ConnectTimeout) or isinstance(
-        reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
-    )
-    return EachlabsConnectionError(
-        f"{method} {url} failed: {type(error).__name__}: {_first_line(error)}", request_sent=not never_sent
-    )
-
-
-def _async_transport_error(method: str, url: str, error: Exception) -> EachlabsConnectionError:
-    import httpx
-
-    never_sent = isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    return EachlabsConnectionError(
-        f"{method} {url} failed: {type(error).__name__}: {_first_line(error)}", request_sent=not never_sent
-    )
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else "no detail"

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_eachlabs import api
+from airflow_provider_eachlabs import api, transport
 from airflow_provider_eachlabs.api import Prediction
 from airflow_provider_eachlabs.polling import PollLoop, PollSchedule
+
+if TYPE_CHECKING:
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
 
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
 
@@ -74,25 +77,27 @@ class PredictionTrigger(BaseTrigger):
             schedule=PollSchedule(self.poll_interval, self.expected_seconds),
         )
         try:
-            await asyncio.sleep(loop.first_wait(time.time()))
-            while True:
-                try:
-                    step = loop.on_prediction(await hook.aget_prediction(self.prediction_id), time.time())
-                except api.EachlabsError as error:
-                    step = loop.on_error(error, time.time())
-                if step.note:
-                    self.log.info(step.note)
-                if step.done is not None:
-                    yield TriggerEvent(self._event_for(step.done))
-                    return
-                if step.timed_out:
-                    yield TriggerEvent(self._timeout_event(loop.last_status))
-                    return
-                await asyncio.sleep(step.wait)
+            async with transport.shared_session():
+                payload = await self._wait(hook, loop)
         except api.EachlabsError as error:
-            yield TriggerEvent(
-                {"status": "error", "prediction_id": self.prediction_id, "message": str(error)}
-            )
+            payload = {"status": "error", "prediction_id": self.prediction_id, "message": str(error)}
+        yield TriggerEvent(payload)
+
+    async def _wait(self, hook: EachlabsHook, loop: PollLoop) -> dict[str, Any]:
+        """GETs on the schedule until the prediction ends or the deadline passes: the event's payload."""
+        await asyncio.sleep(loop.first_wait(time.time()))
+        while True:
+            try:
+                step = loop.on_prediction(await hook.aget_prediction(self.prediction_id), time.time())
+            except api.EachlabsError as error:
+                step = loop.on_error(error, time.time())
+            if step.note:
+                self.log.info(step.note)
+            if step.done is not None:
+                return self._event_for(step.done)
+            if step.timed_out:
+                return self._timeout_event(loop.last_status)
+            await asyncio.sleep(step.wait)
 
     async def on_kill(self) -> None:
         """A user's action on the deferred task (mark failed, clear) cancels the prediction.

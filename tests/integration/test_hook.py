@@ -185,19 +185,26 @@ def test_download_over_the_size_cap_fails_and_keeps_nothing(eachlabs_conn: Eachl
 
 
 def test_async_gets_share_one_bounded_pool_per_event_loop(eachlabs_conn: EachlabsSimulator):
-    from airflow_provider_eachlabs.hooks import eachlabs as hook_module
+    import psutil
+
+    from airflow_provider_eachlabs import transport
 
     prediction_id = EachlabsHook().create_prediction("echo-test", {"text": "x"})
+    port = int(eachlabs_conn.base_url.rsplit(":", 1)[1])
+
+    def sockets_to_the_api() -> int:
+        return sum(1 for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port)
 
     async def many() -> int:
-        hooks = [EachlabsHook() for _ in range(50)]
-        predictions = await asyncio.gather(*(h.aget_prediction(prediction_id) for h in hooks))
-        assert {p.id for p in predictions} == {prediction_id}
-        client = hook_module._async_clients[asyncio.get_running_loop()]
-        return len(client._transport._pool.connections)
+        async with transport.shared_session():  # as a waiting trigger holds it
+            hooks = [EachlabsHook() for _ in range(200)]
+            predictions = await asyncio.gather(*(h.aget_prediction(prediction_id) for h in hooks))
+            assert {p.id for p in predictions} == {prediction_id}
+            return sockets_to_the_api()
 
-    assert 1 <= asyncio.run(many()) <= hook_module.ASYNC_POOL_SIZE
-    assert eachlabs_conn.counters.gets == 50
+    assert 1 <= asyncio.run(many()) <= transport.ASYNC_POOL_SIZE
+    assert eachlabs_conn.counters.gets == 200
+    assert transport._async_sessions == {}  # the last user closed it
 
 
 def test_async_get_retries_like_the_sync_one(eachlabs_conn: EachlabsSimulator):

@@ -55,5 +55,5 @@ def test_dag_file_imports_stay_cheap():
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
-    heavy = {"requests", "httpx", "tenacity", "PIL", "urllib3", "fastapi", "uvicorn"}
+    heavy = {"requests", "aiohttp", "httpx", "tenacity", "PIL", "urllib3", "fastapi", "uvicorn"}
     assert not heavy & {name.split(".")[0] for name in loaded}
