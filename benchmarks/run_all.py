@@ -1,0 +1,168 @@
+"""``make bench``: every benchmark in turn, each in its own process with ``--json``, then one table.
+
+Each benchmark stays runnable alone (its own table, its own ``--json``); this script only runs them
+one after the other (never in parallel: they measure CPU and latency and would disturb each other),
+collects their JSON, writes it all to ``benchmarks/results.json`` and prints one summary table with
+every target met or missed. A benchmark that fails is reported as such and the others still run.
+
+    python benchmarks/run_all.py [--skip batch,triggers,...] [--quick] [--out PATH]
+
+``--quick`` trims the slow parts (no 5,000-trigger row, 100 fills in the batch) for a smoke run;
+the figures in BENCHMARKS.md come from the full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import fmt, log, machine  # noqa: E402
+
+BENCHMARKS = ("import", "simulator", "triggers", "latency", "batch")
+
+
+def commands(quick: bool) -> dict[str, list[str]]:
+    """The exact command of each benchmark; BENCHMARKS.md quotes these."""
+    return {
+        "import": ["bench_import.py", "--json"],
+        "simulator": ["bench_simulator.py", "--json"],
+        "triggers": ["bench_triggers.py", "--json", *(["--sizes", "100,1000"] if quick else [])],
+        "latency": ["bench_latency.py", "--json", *(["--per-cell", "10"] if quick else [])],
+        "batch": ["bench_batch.py", "--json", *(["--fills", "100"] if quick else [])],
+    }
+
+
+def run_one(name: str, argv: list[str]) -> dict[str, Any]:
+    """One benchmark in a child process; its progress goes straight to our stderr."""
+    log(f"=== {name}: python benchmarks/{' '.join(argv)}")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(HERE / argv[0]), *argv[1:]], stdout=subprocess.PIPE, text=True, check=False
+    )
+    seconds = round(time.monotonic() - started, 1)
+    if proc.returncode != 0:
+        return {"benchmark": name, "error": f"exit {proc.returncode}", "seconds": seconds}
+    try:
+        report: dict[str, Any] = json.loads(proc.stdout)
+    except ValueError:
+        return {"benchmark": name, "error": "no JSON on stdout", "seconds": seconds}
+    report["seconds"] = seconds
+    return report
+
+
+def summary_rows(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, target, verdict) for every target of every benchmark that ran."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, report in reports.items():
+        if "error" in report:
+            rows.append((name, report["error"], "-", "NOT RUN"))
+            continue
+        if name == "import":
+            for item in report["target"]:
+                rows.append(
+                    (
+                        f"import: {item['label']} (ms)",
+                        fmt(item["median_ms"], 1),
+                        "<= 20",
+                        "met" if item["met"] else "MISSED",
+                    )
+                )
+            for row in report["rows"]:
+                if "median_ms" in row and not row["label"].startswith("eachlabs"):
+                    rows.append((f"import: {row['label']} (ms)", fmt(row["median_ms"], 1), "-", "compare"))
+        elif name == "simulator":
+            rows.append(
+                ("simulator: GET /v1/prediction/{id} (req/s)", f"{report['median_rps']:.0f}", "-", "info")
+            )
+        elif name == "triggers":
+            for row in report["rows"]:
+                rows.append(
+                    (
+                        f"triggers: {row['impl']} x{row['triggers']}",
+                        f"{fmt(row['cpu_ms_per_poll'], 3)} ms/poll, {fmt(row['kb_per_trigger'], 1)} KB, "
+                        f"{row['connections_opened']} conns, p50/p99 {fmt(row['delay_p50_s'])}/"
+                        f"{fmt(row['delay_p99_s'])} s",
+                        "-",
+                        "info",
+                    )
+                )
+        elif name == "latency":
+            for row in report["rows"]:
+                rows.append(
+                    (
+                        f"latency: {row['scenario']} runs, {row['schedule']}",
+                        f"median {fmt(row['latency_median_s'])} s, p90 {fmt(row['latency_p90_s'])} s, "
+                        f"{fmt(row['gets_mean'], 1)} GETs",
+                        "-",
+                        "info",
+                    )
+                )
+        elif name == "batch":
+            rows.append(
+                (
+                    f"batch: {report['fills']} fills, pool {report.get('pool_slots', 10)}, real Airflow",
+                    f"makespan {report['makespan_s']} s vs ideal {report['ideal_s']} s, "
+                    f"{report['answered_429']} x 429 of {report['create_requests']} creates",
+                    "-",
+                    "info",
+                )
+            )
+        for target in report.get("targets", []):
+            sign = ">=" if target.get("higher") else "<="
+            rows.append(
+                (
+                    f"{name}: {target['what']}",
+                    str(target["value"]),
+                    f"{sign} {target['target']}",
+                    "met" if target["met"] else "MISSED",
+                )
+            )
+    return rows
+
+
+def format_summary(rows: list[tuple[str, str, str, str]], info: dict[str, Any]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    head = ("figure", "measured", "target", "verdict")
+    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [
+        f"Benchmarks (nproc {info['nproc']}, {info['cpu']}, Python {info['python']}, "
+        f"Airflow {info['airflow']})",
+        line.format(*head),
+        "  ".join("-" * w for w in widths),
+    ]
+    out += [line.format(*row) for row in rows]
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip", default="", help=f"comma-separated, from {','.join(BENCHMARKS)}")
+    parser.add_argument("--quick", action="store_true", help="smaller loads, for a smoke run")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s) in --skip: {sorted(unknown)}")
+    reports: dict[str, dict[str, Any]] = {}
+    for name, argv_ in commands(args.quick).items():
+        if name not in skip:
+            reports[name] = run_one(name, argv_)
+    info = machine()
+    args.out.write_text(json.dumps({"machine": info, "reports": reports}, indent=2))
+    print(format_summary(summary_rows(reports), info))
+    log(f"full results: {args.out}")
+    return 1 if any("error" in r for r in reports.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

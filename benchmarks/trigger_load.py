@@ -1,0 +1,120 @@
+"""Child process of bench_triggers.py / bench_latency.py: many triggers in one asyncio loop.
+
+This is the process whose CPU and memory are measured, so it does as little else as possible: it
+runs each trigger the way Airflow's TriggerRunner does (one asyncio task per trigger doing
+``async for event in trigger.run()``), notes when each event arrives, and reads its own CPU time at
+the start and end of the measured window. The parent samples its RSS and sockets from outside, and
+the simulator (a third process) counts the GETs.
+
+Input: a JSON spec file (argv[1]); output: one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+
+def rss_kb() -> int:
+    """Resident set size from /proc, without importing psutil into the measured process."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def make_trigger(spec: dict[str, Any], item: dict[str, Any]) -> Any:
+    """Build one trigger of the kind under test, as a deferring task would have serialized it."""
+    if spec["impl"] == "eachlabs":
+        from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
+
+        return PredictionTrigger(
+            prediction_id=item["id"],
+            eachlabs_conn_id="eachlabs_default",
+            deadline=item.get("deadline", item["started_at"] + 3600),
+            started_at=item["started_at"],
+            # Per-item values let one process compare several schedules side by side (bench_latency).
+            poll_interval=item["poll_interval"] if "poll_interval" in item else spec["poll_interval"],
+            expected_seconds=item.get("expected_seconds", spec["expected_seconds"]),
+        )
+    from airflow.providers.http.triggers.http import HttpSensorTrigger
+
+    return HttpSensorTrigger(
+        endpoint=item["endpoint"],
+        http_conn_id="http_default",
+        method="GET",
+        headers={"X-API-Key": spec["api_key"]},
+        poke_interval=spec["poll_interval"],
+    )
+
+
+async def run_one(trigger: Any) -> tuple[float, Any]:
+    """TriggerRunner.run_trigger, minus the database: consume the generator, note the first event."""
+    async for event in trigger.run():
+        return time.time(), event.payload
+    return time.time(), None
+
+
+async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
+    # The warm-up wait ends at once: a deadline now makes the first look immediate.
+    warm = make_trigger(spec, {**spec["warmup"], "started_at": time.time() - 100, "deadline": time.time()})
+    await run_one(warm)  # loads every module and opens the client: not what a trigger costs
+    baseline_kb = rss_kb()
+    t0 = spec["t0"]
+    if time.time() > t0:
+        raise SystemExit(f"warm-up overran the start by {time.time() - t0:.1f}s; raise --lead")
+    await asyncio.sleep(t0 - time.time())
+    print("STARTED", flush=True)  # the parent starts sampling RSS and sockets here
+    cpu0 = time.process_time()
+    wall0 = time.time()
+    results: dict[str, tuple[float, Any]] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(item: dict[str, Any]) -> None:
+        await asyncio.sleep(max(0.0, item["started_at"] - time.time()))
+        trigger = make_trigger(spec, item)
+        if item.get("stop_at") is None:
+            results[item["id"]] = await run_one(trigger)
+            return
+        # HttpSensorTrigger cannot see the prediction end (any 200 fires it, any 404 keeps it
+        # polling), so its run is stopped where ours would have seen the end: same GETs, same time.
+        try:
+            await asyncio.wait_for(run_one(trigger), timeout=item["stop_at"] - time.time())
+        except TimeoutError:
+            results[item["id"]] = (time.time(), None)
+
+    for item in spec["triggers"]:
+        tasks.append(asyncio.create_task(one(item)))
+    # Bounded: a loop that cannot keep up (CPU-saturated) is stopped and reported, not waited for.
+    _, pending = await asyncio.wait(tasks, timeout=max(0.0, spec["hard_stop"] - time.time()))
+    cpu = time.process_time() - cpu0
+    for task in pending:
+        task.cancel()
+    return {
+        "cpu_seconds": cpu,
+        "wall_seconds": time.time() - wall0,
+        "baseline_rss_kb": baseline_kb,
+        "end_rss_kb": rss_kb(),
+        "unfinished": len(pending),
+        "events": {pid: {"t": t, "status": (p or {}).get("status")} for pid, (t, p) in results.items()},
+    }
+
+
+def main() -> int:
+    with open(sys.argv[1]) as handle:
+        spec = json.load(handle)
+    # Trigger logs are written and thrown away, as a triggerer writes them to its log files.
+    logging.basicConfig(stream=open(os.devnull, "w"), level=logging.INFO, force=True)  # noqa: SIM115
+    result = asyncio.run(main_async(spec))
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
