@@ -28,6 +28,19 @@ STATE_UPLOADS_KEY = "eachlabs_uploads"
 DEFAULT_TIMEOUT = timedelta(hours=1)
 
 
+def prediction_summary(prediction: Prediction) -> dict[str, Any]:
+    """The small XCom result every task of this provider returns: ids, URL and numbers, no bytes."""
+    metrics = prediction.metrics
+    return {
+        "prediction_id": prediction.id,
+        "status": prediction.status,
+        "output_url": prediction.output_url,
+        "predict_time": metrics.get("predict_time"),
+        "cost": metrics.get("cost"),
+        "metrics": metrics,
+    }
+
+
 def default_deferrable() -> bool:
     """``[operators] default_deferrable``, as Airflow's own deferrable operators read it."""
     from airflow.sdk.configuration import conf
@@ -138,16 +151,7 @@ class EachlabsPredictionOperator(BaseOperator):
         return None
 
     def result_for(self, prediction: Prediction) -> dict[str, Any]:
-        metrics = prediction.metrics
-        return {
-            "prediction_id": prediction.id,
-            "model": self.model,
-            "status": prediction.status,
-            "output_url": prediction.output_url,
-            "predict_time": metrics.get("predict_time"),
-            "cost": metrics.get("cost"),
-            "metrics": metrics,
-        }
+        return {**prediction_summary(prediction), "model": self.model}
 
     # --- the task -----------------------------------------------------------------------------------
 

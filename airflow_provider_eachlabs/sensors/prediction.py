@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_eachlabs.links import EachlabsPredictionLink
-from airflow_provider_eachlabs.operators.prediction import default_deferrable
+from airflow_provider_eachlabs.operators.prediction import default_deferrable, prediction_summary
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -105,11 +105,4 @@ class PredictionSensor(BaseSensorOperator):
             raise_for_prediction_end(prediction)
         except EachlabsError as error:
             raise AirflowFailException(str(error)) from error
-        return {
-            "prediction_id": prediction.id,
-            "status": prediction.status,
-            "output_url": prediction.output_url,
-            "predict_time": prediction.metrics.get("predict_time"),
-            "cost": prediction.metrics.get("cost"),
-            "metrics": prediction.metrics,
-        }
+        return prediction_summary(prediction)
