@@ -33,7 +33,7 @@ DEFAULT_BACKOFF_INITIAL = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
 DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 MAX_REDIRECTS = 5
-SETTINGS_TTL_SECONDS = 300.0
+SETTINGS_TTL_SECONDS = 30.0
 # Looking for a prediction an interrupted create made: how far back, and how many executions at most.
 CLOCK_SKEW_SECONDS = 60.0
 EXECUTIONS_SCAN_LIMIT = 500
