@@ -23,7 +23,43 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output .airflow-demo
+
+# -- A real Airflow, packaging and the version matrix (tests/e2e; CI runs all of it) -----------------
+# `make e2e` starts api-server, scheduler, dag-processor and triggerer on loopback and drives them
+# over REST and in headless Chromium (Debian's chromium). `make package-check` builds and checks the
+# wheel and sdist. `make test-lowest` runs the suite on the lowest Airflow pyproject.toml declares.
+# psycopg2 and asyncpg: the sync and async drivers Airflow 3 needs for EACHLABS_E2E_DB=postgres.
+E2E_PACKAGES := playwright build twine psycopg2-binary asyncpg
+LOWEST_AIRFLOW := $(shell sed -n 's/.*"apache-airflow>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+LOWEST_VENV := build/venv-airflow-$(LOWEST_AIRFLOW)
+# Airflow 3.2.0 caps neither FastAPI nor cadwyn; FastAPI 0.137+ breaks its Execution API routes
+# (3.3 caps fastapi<0.137 itself). Only the lowest-version venv needs these pins.
+LOWEST_PINS := "fastapi<0.137" "cadwyn<8"
+
+.PHONY: e2e-deps e2e package-check screenshots test-lowest
+
+e2e-deps: $(BIN)/.installed
+	$(BIN)/pip install --quiet $(E2E_PACKAGES)
+
+e2e: e2e-deps
+	$(BIN)/pytest -q tests/e2e
+
+package-check: e2e-deps
+	$(BIN)/pytest -q tests/e2e/test_packaging.py
+
+screenshots: e2e-deps
+	EACHLABS_E2E_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/e2e/test_browser.py
+
+$(LOWEST_VENV)/bin/.installed: pyproject.toml
+	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/pip install --quiet "apache-airflow==$(LOWEST_AIRFLOW)" $(LOWEST_PINS) -e ".[simulator,test]"
+	touch $@
+
+test-lowest: $(LOWEST_VENV)/bin/.installed
+	$(LOWEST_VENV)/bin/python -c "import airflow; print('Airflow', airflow.__version__)"
+	$(LOWEST_VENV)/bin/pytest -q tests/unit tests/simulator tests/integration tests/dags tests/e2e/test_real_airflow.py
