@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 from airflow_provider_eachlabs.api import EachlabsError
 
-FLUX_FILL_MODEL = "flux-fill-pro"
 OUTPUT_FORMATS = ("jpg", "png")
 _HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)+")
 _INT_LITERAL = re.compile(r"[+-]?\d+")

@@ -86,6 +86,8 @@ class FluxFillOperator(EachlabsPredictionOperator):
 
         All checks come before the first request, so bad input costs no upload and no prediction.
         """
+        from dataclasses import fields
+
         from airflow.sdk.exceptions import AirflowFailException
 
         from airflow_provider_eachlabs.inputs import EachlabsInputError, FluxFillInput, is_web_reference
@@ -93,18 +95,8 @@ class FluxFillOperator(EachlabsPredictionOperator):
         from airflow_provider_eachlabs.storage import check_fill_inputs, load_image, upload_image
 
         try:
-            checked = FluxFillInput.validate(
-                prompt=self.prompt,
-                image=self.image,
-                mask=self.mask,
-                seed=self.seed,
-                steps=self.steps,
-                prompt_upsampling=self.prompt_upsampling,
-                guidance=self.guidance,
-                safety_tolerance=self.safety_tolerance,
-                output_format=self.output_format,
-                api_host=self.hook.host,
-            )
+            rendered = {field.name: getattr(self, field.name) for field in fields(FluxFillInput)}
+            checked = FluxFillInput.validate(**rendered, api_host=self.hook.host)
             body = checked.to_api()
             files = {
                 field: load_image(field, body[field])
