@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,8 +38,11 @@ _async_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.Cl
 _async_users: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 
 
-def retry_policy(settings: EachlabsSettings, idempotent: bool, log: logging.Logger | Any) -> dict[str, Any]:
-    """tenacity arguments: ``api.should_retry`` decides, ``Retry-After`` or jittered backoff waits."""
+def retry_policy(settings: EachlabsSettings, idempotent: bool, log: Any) -> dict[str, Any]:
+    """tenacity arguments: ``api.should_retry`` decides, ``Retry-After`` or jittered backoff waits.
+
+    ``log`` is the hook's logger: stdlib or structlog, depending on where the hook runs.
+    """
     import tenacity
 
     def wait(state: tenacity.RetryCallState) -> float:
