@@ -7,17 +7,19 @@ pool there, and aiohttp spends about a tenth of the CPU per GET in that situatio
 
 Both turn what they receive into an ``ApiResponse`` for ``api`` to read, and every transport
 failure into an ``EachlabsConnectionError`` that says whether the request may have reached the
-server. HTTP libraries and tenacity load inside the functions that use them.
+server. HTTP libraries load inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import random
+import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_eachlabs import api
 from airflow_provider_eachlabs.api import ApiRequest, ApiResponse, EachlabsConnectionError
@@ -25,9 +27,10 @@ from airflow_provider_eachlabs.api import ApiRequest, ApiResponse, EachlabsConne
 if TYPE_CHECKING:
     import aiohttp
     import requests
-    import tenacity
 
     from airflow_provider_eachlabs.hooks.eachlabs import EachlabsSettings
+
+T = TypeVar("T")
 
 # One pool per event loop, shared by every trigger in it: at most this many sockets to the API.
 ASYNC_POOL_SIZE = 10
@@ -38,41 +41,69 @@ _async_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.Cl
 _async_users: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 
 
-def retry_policy(settings: EachlabsSettings, idempotent: bool, log: Any) -> dict[str, Any]:
-    """tenacity arguments: ``api.should_retry`` decides, ``Retry-After`` or jittered backoff waits.
+def retry_delay(
+    settings: EachlabsSettings, error: BaseException, attempt: int, idempotent: bool
+) -> float | None:
+    """Seconds to wait before sending again after failed ``attempt`` (1-based), or None to give up.
+
+    ``api.should_retry`` decides whether a repeat is safe. The server's ``Retry-After`` wins;
+    otherwise the wait is drawn at random below an exponential ceiling ("full jitter"), so tasks that
+    failed together do not all come back in the same second.
+    """
+    if attempt > settings.max_retries or not api.should_retry(error, idempotent=idempotent):
+        return None
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        return float(min(retry_after, settings.backoff_max))
+    ceiling = min(settings.backoff_max, settings.backoff_initial * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)
+
+
+def call_with_retries(
+    attempt: Callable[[], T], settings: EachlabsSettings, *, idempotent: bool, log: Any
+) -> T:
+    """Run ``attempt`` until it returns, or ``retry_delay`` gives up and its last error is raised.
 
     ``log`` is the hook's logger: stdlib or structlog, depending on where the hook runs.
     """
-    import tenacity
+    number = 0
+    while True:
+        number += 1
+        try:
+            return attempt()
+        except api.EachlabsError as error:
+            delay = _retry_or_raise(settings, error, number, idempotent, log)
+        time.sleep(delay)
 
-    def wait(state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return float(min(retry_after, settings.backoff_max))
-        backoff = tenacity.wait_random_exponential(
-            multiplier=settings.backoff_initial, max=settings.backoff_max
-        )
-        return float(backoff(state))
 
-    def log_retry(state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        delay = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
-            "Eachlabs request failed (%s); retry %d of %d in %.1fs",
-            error,
-            state.attempt_number,
-            settings.max_retries,
-            delay,
-        )
+async def acall_with_retries(
+    attempt: Callable[[], Awaitable[T]], settings: EachlabsSettings, *, log: Any
+) -> T:
+    """``call_with_retries`` on the event loop, for idempotent requests (the triggerer only GETs).
 
-    return {
-        "retry": tenacity.retry_if_exception(lambda e: api.should_retry(e, idempotent=idempotent)),
-        "wait": wait,
-        "stop": tenacity.stop_after_attempt(settings.max_retries + 1),
-        "before_sleep": log_retry,
-        "reraise": True,
-    }
+    A plain loop rather than a retry library: it is on every poll of every trigger, and the first
+    attempt, which nearly always succeeds, should cost no more than the request itself.
+    """
+    number = 0
+    while True:
+        number += 1
+        try:
+            return await attempt()
+        except api.EachlabsError as error:
+            delay = _retry_or_raise(settings, error, number, True, log)
+        await asyncio.sleep(delay)
+
+
+def _retry_or_raise(
+    settings: EachlabsSettings, error: api.EachlabsError, attempt: int, idempotent: bool, log: Any
+) -> float:
+    delay = retry_delay(settings, error, attempt, idempotent)
+    if delay is None:
+        raise error
+    log.warning(
+        "Eachlabs request failed (%s); retry %d of %d in %.1fs", error, attempt, settings.max_retries, delay
+    )
+    return delay
 
 
 # --- sync: requests ----------------------------------------------------------------------------------

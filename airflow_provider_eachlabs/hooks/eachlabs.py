@@ -8,6 +8,7 @@ both: a create that is never paid twice, a safe download, and the wait for a pre
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Callable, Collection, Mapping
@@ -23,7 +24,6 @@ from airflow_provider_eachlabs.polling import PollLoop, PollSchedule, expected_s
 
 if TYPE_CHECKING:
     import requests
-    import tenacity
     from airflow.sdk import Connection
 
 T = TypeVar("T")
@@ -290,7 +290,7 @@ class EachlabsHook(BaseHook):
         def put() -> None:
             api.raise_for_status(self._send_raw("PUT", target.presigned_url, headers=headers, data=content))
 
-        self._retrying(idempotent=True)(put)
+        transport.call_with_retries(put, self.settings, idempotent=True, log=self.log)
         return target.public_url
 
     def download(self, url: str, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> api.Download:
@@ -305,7 +305,12 @@ class EachlabsHook(BaseHook):
         for _ in range(MAX_REDIRECTS + 1):
             self._check_download_url(url)
             headers = self._auth_headers() if is_api_host_url(url, self.settings.host) else {}
-            result = self._retrying(idempotent=True)(self._download_once, url, headers, max_bytes)
+            result = transport.call_with_retries(
+                functools.partial(self._download_once, url, headers, max_bytes),
+                self.settings,
+                idempotent=True,
+                log=self.log,
+            )
             if isinstance(result, api.Download):
                 return result
             url = urljoin(url, result)
@@ -387,7 +392,7 @@ class EachlabsHook(BaseHook):
             )
             return read(response)
 
-        return self._retrying(idempotent=idempotent)(attempt)
+        return transport.call_with_retries(attempt, self.settings, idempotent=idempotent, log=self.log)
 
     def _send_raw(self, method: str, url: str, **kwargs: Any) -> ApiResponse:
         return transport.send(self.session, method, url, timeout=self.settings.timeout, **kwargs)
@@ -395,23 +400,17 @@ class EachlabsHook(BaseHook):
     def _download_once(self, url: str, headers: dict[str, str], max_bytes: int) -> api.Download | str:
         return transport.download_once(self.session, url, headers, max_bytes, self.settings.timeout)
 
-    def _retrying(self, *, idempotent: bool) -> tenacity.Retrying:
-        import tenacity
-
-        return tenacity.Retrying(**transport.retry_policy(self.settings, idempotent, self.log))
-
     # --- async transport -------------------------------------------------------------------------
 
     async def _acall(self, request: ApiRequest, read: Callable[[ApiResponse], T]) -> T:
         """``_call`` for the triggerer: idempotent requests only, the same retry policy."""
-        import tenacity
-
         settings = await self.aget_settings()
-        policy = transport.retry_policy(settings, True, self.log)
-        async for attempt in tenacity.AsyncRetrying(**policy):
-            with attempt:
-                return read(await transport.send_async(settings.host + request.path, request, settings))
-        raise AssertionError("tenacity ends with a result or the last error")
+        url = settings.host + request.path
+
+        async def attempt() -> T:
+            return read(await transport.send_async(url, request, settings))
+
+        return await transport.acall_with_retries(attempt, settings, log=self.log)
 
 
 def _sent_input_matches(sent: Mapping[str, Any], candidate: Any) -> bool:
