@@ -2,8 +2,9 @@
 
 This is the process whose CPU and memory are measured, so it does as little else as possible: it
 runs each trigger the way Airflow's TriggerRunner does (one asyncio task per trigger doing
-``async for event in trigger.run()``), notes when each event arrives, and reads its own CPU time at
-the start and end of the measured window. The parent samples its RSS and sockets from outside, and
+``async for event in trigger.run()``, new triggers picked up once a second, a watchdog waking the
+loop every 0.1 s), notes when each event arrives, and reads its own CPU time at the start and end of
+the measured window. The parent samples its RSS and sockets from outside, and
 the simulator (a third process) counts the GETs.
 
 Input: a JSON spec file (argv[1]); output: one JSON object on stdout.
@@ -12,6 +13,7 @@ Input: a JSON spec file (argv[1]); output: one JSON object on stdout.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -77,7 +79,6 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
     tasks: list[asyncio.Task[None]] = []
 
     async def one(item: dict[str, Any]) -> None:
-        await asyncio.sleep(max(0.0, item["started_at"] - time.time()))
         trigger = make_trigger(spec, item)
         if item.get("stop_at") is None:
             results[item["id"]] = await run_one(trigger)
@@ -89,12 +90,22 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
         except TimeoutError:
             results[item["id"]] = (time.time(), None)
 
-    for item in spec["triggers"]:
-        tasks.append(asyncio.create_task(one(item)))
+    async def watchdog() -> None:
+        """TriggerRunner.block_watchdog: the loop wakes every 0.1 s whatever the triggers do."""
+        while True:
+            await asyncio.sleep(0.1)
+
+    # TriggerRunner.arun creates the triggers that arrived since its last pass, then sleeps 1 s.
+    arrivals = collections.deque(sorted(spec["triggers"], key=lambda item: item["started_at"]))
+    watching = asyncio.create_task(watchdog())
+    while arrivals:
+        while arrivals and arrivals[0]["started_at"] <= time.time():
+            tasks.append(asyncio.create_task(one(arrivals.popleft())))
+        await asyncio.sleep(1.0)
     # Bounded: a loop that cannot keep up (CPU-saturated) is stopped and reported, not waited for.
     _, pending = await asyncio.wait(tasks, timeout=max(0.0, spec["hard_stop"] - time.time()))
     cpu = time.process_time() - cpu0
-    for task in pending:
+    for task in [*pending, watching]:
         task.cancel()
     return {
         "cpu_seconds": cpu,
