@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import secrets
 import signal
@@ -43,6 +44,7 @@ from common import PROJECT_PYTHON, ROOT, fmt, log, machine
 from simproc import SimProcess
 
 DAG_ID = "bench_batch_fill"
+CONTROL_DAG_ID = "bench_batch_control"
 DAGS = Path(__file__).resolve().parent / "dags"
 TARGET_RATIO = 1.15
 TARGET_429_SHARE = 0.05
@@ -58,6 +60,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--parallelism", type=int, default=32, help="[core] parallelism")
     parser.add_argument(
         "--pool-slots", type=int, default=None, help="eachlabs pool size (default: the in-flight cap)"
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="run the control DAG instead: the same deferrable task shape with Airflow's TimeDeltaTrigger",
     )
     parser.add_argument("--timeout", type=float, default=900, help="give up on the run after this, s")
     parser.add_argument("--python", type=Path, default=PROJECT_PYTHON)
@@ -233,6 +240,7 @@ class Api:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    dag_id = CONTROL_DAG_ID if args.control else DAG_ID
     workdir = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     home, images, logs = workdir / "home", workdir / "images", workdir / "logs"
     for folder in (home, images, logs):
@@ -256,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "pools",
                 "set",
                 "eachlabs",
-                str(args.max_in_flight),
+                str(args.pool_slots or args.max_in_flight),
                 "Eachlabs in-flight cap",
                 "--include-deferred",
             )
@@ -276,16 +284,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             def parsed() -> bool:
                 stack.check_alive()
-                return bool(api.call("GET", f"/dags/{DAG_ID}"))
+                return bool(api.call("GET", f"/dags/{dag_id}"))
 
             wait_for("the benchmark DAG to be parsed", parsed, timeout=180)
             sim.reset()
             log(f"batch: triggering {args.fills} fills ...")
-            run_id = api.call("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None})["dag_run_id"]
+            run_id = api.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})["dag_run_id"]
 
             def finished() -> dict[str, Any] | None:
                 stack.check_alive()
-                state = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
+                state = api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
                 return state if state["state"] in ("success", "failed") else None
 
             dag_run = wait_for("the batch run to finish", finished, timeout=args.timeout, interval=2)
@@ -293,7 +301,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while True:  # the API pages at 100 whatever limit is asked
                 page = api.call(
                     "GET",
-                    f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
+                    f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
                     params={"limit": 100, "offset": len(tis)},
                 )["task_instances"]
                 tis += page
@@ -302,11 +310,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stats = sim.stats(predictions=True)
         finally:
             stack.stop()
+    from datetime import datetime
+
+    def epoch(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
     fills = [ti for ti in tis if ti["task_id"] == "fill"]
     states: dict[str, int] = {}
     for ti in fills:
         states[ti["state"]] = states.get(ti["state"], 0) + 1
     durations = [float(ti["duration"]) for ti in fills if ti.get("duration") is not None]
+    # The fill phase, read the same way for a fill run and the control: from the end of the task that
+    # lists the images (the mapped tasks can start) to the end of the last mapped task.
+    listed = max(epoch(ti["end_date"]) for ti in tis if ti["task_id"] == "list_images")
+    fill_phase = max(epoch(ti["end_date"]) for ti in fills if ti.get("end_date")) - listed
+    pool_slots = args.pool_slots or args.max_in_flight
+    report: dict[str, Any] = {
+        "benchmark": "batch control" if args.control else "batch",
+        "machine": machine(args.python),
+        "ran_through": (
+            "real Airflow: api-server, scheduler (LocalExecutor), dag-processor, triggerer; SQLite"
+        ),
+        "dag_id": dag_id,
+        "fills": args.fills,
+        "predict_seconds": args.predict_seconds,
+        "caps": {"in_flight": args.max_in_flight, "creates_per_minute": args.creates_per_minute},
+        "pool_slots": pool_slots,
+        "dag_run_state": dag_run["state"],
+        "task_states": states,
+        "failed_tasks": states.get("failed", 0) + states.get("upstream_failed", 0),
+        "tasks_retried": sum(1 for ti in fills if int(ti.get("try_number") or 1) > 1),
+        "dag_run_s": round(epoch(dag_run["end_date"]) - epoch(dag_run["start_date"]), 1),
+        "fill_phase_s": round(fill_phase, 1),
+        # How long each task holds its pool slot (start to end of its last try): the wait plus
+        # Airflow's overhead (task start, defer, resume, finish) and, for a fill, upload and create.
+        "task_duration_median_s": round(statistics.median(durations), 2) if durations else None,
+        "workdir": str(workdir) if args.keep else None,
+    }
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.control:
+        # No API, so no caps: the pool alone bounds it, waves of pool_slots waits back to back.
+        ideal = math.ceil(args.fills / pool_slots) * args.predict_seconds
+        report.update(
+            {"ideal_s": round(ideal, 1), "fill_phase_ratio": round(fill_phase / ideal, 3), "targets": []}
+        )
+        return report
     predictions = [
         p for p in stats["predictions"].values() if p["status"] in ("success", "failed", "cancelled")
     ]
@@ -316,42 +367,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ideal = ideal_makespan(args.fills, args.predict_seconds, args.max_in_flight, args.creates_per_minute)
     answered_429 = int(stats["status_codes"].get("429", 0))
     create_requests = int(stats["create_requests"])
-    from datetime import datetime
-
-    def epoch(stamp: str) -> float:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-    report = {
-        "benchmark": "batch",
-        "machine": machine(args.python),
-        "ran_through": (
-            "real Airflow: api-server, scheduler (LocalExecutor), dag-processor, triggerer; SQLite"
-        ),
-        "fills": args.fills,
-        "predict_seconds": args.predict_seconds,
-        "caps": {"in_flight": args.max_in_flight, "creates_per_minute": args.creates_per_minute},
-        "pool_slots": args.pool_slots or args.max_in_flight,
-        "dag_run_state": dag_run["state"],
-        "task_states": states,
-        "failed_tasks": states.get("failed", 0) + states.get("upstream_failed", 0),
-        "tasks_retried": sum(1 for ti in fills if int(ti.get("try_number") or 1) > 1),
-        "predictions_created": stats["creates"],
-        "create_requests": create_requests,
-        "answered_429": answered_429,
-        "share_429": round(answered_429 / create_requests, 4) if create_requests else None,
-        "makespan_s": round(makespan, 1),
-        "ideal_s": round(ideal, 1),
-        "ratio": round(makespan / ideal, 3) if ideal else None,
-        "dag_run_s": round(epoch(dag_run["end_date"]) - epoch(dag_run["start_date"]), 1),
-        # How long each fill holds its pool slot (start to end of its last try): the prediction's
-        # 2 s plus Airflow's overhead (task start, upload, create, defer, resume, finish).
-        "task_duration_median_s": round(statistics.median(durations), 2) if durations else None,
-        "workdir": str(workdir) if args.keep else None,
-    }
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
+    report.update(
+        {
+            "predictions_created": stats["creates"],
+            "create_requests": create_requests,
+            "answered_429": answered_429,
+            "share_429": round(answered_429 / create_requests, 4) if create_requests else None,
+            "makespan_s": round(makespan, 1),
+            "ideal_s": round(ideal, 1),
+            "ratio": round(makespan / ideal, 3) if ideal else None,
+        }
+    )
     report["targets"] = [
         {"what": "makespan / ideal", "target": TARGET_RATIO, "value": report["ratio"]},
         {"what": "failed tasks", "target": 0, "value": report["failed_tasks"]},
@@ -364,20 +390,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_table(r: dict[str, Any]) -> str:
     m = r["machine"]
+    what = "control waits" if r["benchmark"] == "batch control" else "fills"
     lines = [
-        f"Batch: {r['fills']} fills of {r['predict_seconds']:.0f} s, "
+        f"Batch ({r['dag_id']}): {r['fills']} {what} of {r['predict_seconds']:.0f} s, "
         f"caps {r['caps']['in_flight']} in flight and "
         f"{r['caps']['creates_per_minute']} creates/min, pool of {r['pool_slots']} + deferrable "
         f"(nproc {m['nproc']}, {m['cpu']}, Python {m['python']}, Airflow {m['airflow']})",
         f"ran through: {r['ran_through']}",
-        f"makespan {fmt(r['makespan_s'], 1)} s (first create to last end), ideal {fmt(r['ideal_s'], 1)} s, "
-        f"ratio {fmt(r['ratio'], 3)}; DAG run {fmt(r['dag_run_s'], 1)} s, state {r['dag_run_state']}; "
-        f"median task duration {fmt(r.get('task_duration_median_s'), 1)} s",
-        f"tasks {r['task_states']}, retried {r['tasks_retried']}; predictions {r['predictions_created']}, "
-        f"create requests {r['create_requests']}, 429s {r['answered_429']} "
-        f"({fmt((r['share_429'] or 0) * 100, 1)}%)",
-        "",
+        f"fill phase {fmt(r['fill_phase_s'], 1)} s (images listed to last task end); DAG run "
+        f"{fmt(r['dag_run_s'], 1)} s, state {r['dag_run_state']}; median task duration "
+        f"{fmt(r.get('task_duration_median_s'), 1)} s; tasks {r['task_states']}, "
+        f"retried {r['tasks_retried']}",
     ]
+    if r["benchmark"] == "batch control":
+        lines.append(
+            f"pool-bound ideal {fmt(r['ideal_s'], 1)} s, fill phase / ideal {fmt(r['fill_phase_ratio'], 3)}"
+        )
+    else:
+        lines += [
+            f"makespan {fmt(r['makespan_s'], 1)} s (first create to last end), "
+            f"ideal {fmt(r['ideal_s'], 1)} s, ratio {fmt(r['ratio'], 3)}",
+            f"predictions {r['predictions_created']}, create requests {r['create_requests']}, "
+            f"429s {r['answered_429']} ({fmt((r['share_429'] or 0) * 100, 1)}%)",
+        ]
+    lines.append("")
     for t in r["targets"]:
         lines.append(
             f"target: {t['what']} <= {t['target']}: {'met' if t['met'] else 'MISSED'} ({t['value']})"
