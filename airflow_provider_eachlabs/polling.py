@@ -35,13 +35,29 @@ class PollSchedule:
     interval: float | None = None
     expected_seconds: float = DEFAULT_EXPECTED_SECONDS
 
+    @property
+    def first_look(self) -> float:
+        """Seconds after the create at which the adaptive schedule's first GET is due."""
+        return max(_SHORT_INTERVAL, self.expected_seconds - _SHORT_INTERVAL)
+
+    def first_delay(self, elapsed: float) -> float:
+        """Seconds before the first GET of a wait that begins ``elapsed`` seconds after the create.
+
+        A fixed interval is the time between looks, and the first one starts with the wait. The
+        adaptive first look is a time after the create: a wait that begins after it was due (the
+        triggerer picked the trigger up late, restarted, or a retry re-attached) looks at once
+        instead of one more interval later.
+        """
+        if self.interval is not None:
+            return self.interval
+        return max(0.0, self.first_look - elapsed)
+
     def delay(self, elapsed: float) -> float:
         """Seconds to wait before the next GET, ``elapsed`` seconds after the create."""
         if self.interval is not None:
             return self.interval
-        first_look = max(_SHORT_INTERVAL, self.expected_seconds - _SHORT_INTERVAL)
-        if elapsed < first_look:
-            return first_look - elapsed
+        if elapsed < self.first_look:
+            return self.first_look - elapsed
         steady_until = 3 * self.expected_seconds
         if elapsed < steady_until:
             return _SHORT_INTERVAL
@@ -80,8 +96,8 @@ class PollLoop:
         self._warned_unknown = False
 
     def first_wait(self, now: float) -> float:
-        """The wait before the first GET (zero once the expected time has already passed)."""
-        return self._bounded(self.schedule.delay(now - self.started_at), now)
+        """The wait before the first GET (zero once the first look is already due)."""
+        return self._bounded(self.schedule.first_delay(now - self.started_at), now)
 
     def on_prediction(self, prediction: Prediction, now: float) -> Step:
         self.consecutive_errors = 0

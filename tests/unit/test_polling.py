@@ -32,6 +32,25 @@ def test_adaptive_schedule_backs_off_for_long_runs_up_to_thirty_seconds():
     assert schedule.delay(3600.0) == 30.0
 
 
+@pytest.mark.parametrize(
+    ("interval", "begins_after", "first_wait"),
+    [
+        (None, 0.0, 8.0),
+        (None, 1.5, 6.5),
+        (None, 8.0, 0.0),
+        (None, 40.0, 0.0),
+        (5.0, 2.0, 5.0),
+        (5.0, 7.0, 5.0),
+    ],
+)
+def test_a_late_wait_looks_at_once_when_the_adaptive_first_look_is_due(
+    interval: float | None, begins_after: float, first_wait: float
+):
+    """The adaptive first look is a time after the create; a fixed interval starts with the wait."""
+    waiting = PollLoop("p1", started_at=100.0, deadline=1e9, schedule=PollSchedule(interval, 9.0))
+    assert waiting.first_wait(100.0 + begins_after) == first_wait
+
+
 def test_fixed_interval_is_kept():
     assert PollSchedule(2.5, 9.0).delay(0.0) == 2.5
 
