@@ -9,6 +9,7 @@ first look at 8 s would hold each pool slot 6 s past a 2 s prediction. Only the 
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 
@@ -34,4 +35,7 @@ with DAG(dag_id="bench_batch_fill", schedule=None, catchup=False, tags=["benchma
         pool="eachlabs",
         deferrable=True,
         retries=2,
+        # Airflow 3.3 sometimes answers a finished try's success report with a 404 (apache/airflow#72716)
+        # and retries it; the retry re-attaches. A short delay keeps that from stretching the DAG run.
+        retry_delay=datetime.timedelta(seconds=10),
     ).expand(image=list_images())
