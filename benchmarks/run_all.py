@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import fmt, log, machine  # noqa: E402
 
-BENCHMARKS = ("import", "simulator", "triggers", "latency", "batch")
+BENCHMARKS = ("import", "simulator", "triggers", "latency", "batch", "batch-control")
 
 
 def commands(quick: bool) -> dict[str, list[str]]:
@@ -37,6 +37,8 @@ def commands(quick: bool) -> dict[str, list[str]]:
         "triggers": ["bench_triggers.py", "--json", *(["--sizes", "100,1000"] if quick else [])],
         "latency": ["bench_latency.py", "--json", *(["--per-cell", "10"] if quick else [])],
         "batch": ["bench_batch.py", "--json", *(["--fills", "100"] if quick else [])],
+        # The same task shape on Airflow's own TimeDeltaTrigger: Airflow's floor beside the fills.
+        "batch-control": ["bench_batch.py", "--json", "--control", *(["--fills", "100"] if quick else [])],
     }
 
 
@@ -110,9 +112,22 @@ def summary_rows(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
                 (
                     f"batch: {report['fills']} fills, pool {report.get('pool_slots', 10)}, real Airflow",
                     f"makespan {report['makespan_s']} s vs ideal {report['ideal_s']} s, "
-                    f"{report['answered_429']} x 429 of {report['create_requests']} creates",
+                    f"{report['answered_429']} x 429 of {report['create_requests']} creates; "
+                    f"fill phase {report['fill_phase_s']} s, "
+                    f"median task {report['task_duration_median_s']} s",
                     "-",
                     "info",
+                )
+            )
+        elif name == "batch-control":
+            rows.append(
+                (
+                    f"batch control: {report['fills']} deferrable waits, no provider, "
+                    f"pool {report['pool_slots']}",
+                    f"fill phase {report['fill_phase_s']} s vs pool-bound ideal {report['ideal_s']} s, "
+                    f"median task {report['task_duration_median_s']} s",
+                    "-",
+                    "compare",
                 )
             )
         for target in report.get("targets", []):
