@@ -15,7 +15,12 @@ fills of 2 s: the first 100 go in 10 waves 2 s apart (0..18 s), the 101st must w
 10 waves again: 60 + 20 = 80 s. The measured makespan is first create to last prediction end, as
 the simulator recorded them; the DAG run's own start to end is shown beside it.
 
-    python benchmarks/bench_batch.py [--fills 200] [--predict-seconds 2] [--json]
+``--control`` runs ``bench_batch_control`` instead: the same mapped, pooled, deferrable task shape
+on Airflow's own ``TimeDeltaTrigger``, with no provider code and no API. Its fill phase over its
+pool-bound ideal is what Airflow itself adds per deferrable task on the machine: the floor that a
+fill's makespan is read against.
+
+    python benchmarks/bench_batch.py [--fills 200] [--predict-seconds 2] [--pool-slots N] [--control] [--json]
 """
 
 from __future__ import annotations
