@@ -125,10 +125,10 @@ class FluxFillOperator(EachlabsPredictionOperator):
     def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
         result = super().finish(context, prediction)
         if self.preview_path and prediction.output_url:
-            result["preview_path"] = self._write_preview(prediction, prediction.output_url)
+            result["preview_path"] = self._write_preview(prediction.output_url)
         return result
 
-    def _write_preview(self, prediction: Prediction, output_url: str) -> str:
+    def _write_preview(self, output_url: str) -> str:
         from airflow_provider_eachlabs.inputs import is_web_reference
         from airflow_provider_eachlabs.storage import read_source, write_preview
 
