@@ -41,6 +41,11 @@ class _Observed:
         self.gets_by_id: Counter[str] = Counter()
         self.status_by_code: Counter[int] = Counter()
 
+    def reset(self) -> None:
+        self.clients.clear()
+        self.gets_by_id.clear()
+        self.status_by_code.clear()
+
 
 def _install_observer(observed: _Observed) -> None:
     """Wrap the simulator's middleware; ``EachlabsSimulator.start`` imports it by name at start."""
@@ -132,7 +137,7 @@ def serve(argv: Sequence[str] | None = None) -> int:
                 break
             if cmd == "reset":
                 sim.reset_counters()
-                observed.__init__()  # type: ignore[misc]
+                observed.reset()
                 answer: dict[str, Any] = {"ok": True}
             elif cmd == "seed":
                 answer = {"ids": _seed(sim, args.api_key, command["ends_at"], command["created_at"])}
