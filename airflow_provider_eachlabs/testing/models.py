@@ -14,8 +14,6 @@ from urllib.parse import urlsplit
 
 __all__ = ["MODELS", "ModelSpec", "ValidationFailure", "check_file_url", "validate_input"]
 
-FILE_FIELDS: dict[str, tuple[str, ...]] = {"flux-fill-pro": ("image", "mask")}
-
 _IMAGE_TYPES = "image/jpeg, image/png, image/jpg, image/webp"
 
 FLUX_FILL_PRO_SCHEMA: dict[str, Any] = {
