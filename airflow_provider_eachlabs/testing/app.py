@@ -124,6 +124,8 @@ class Engine:
             self._set_failed(rec, "PROVIDER_REJECTED", "The provider rejected the prompt (content policy).")
         elif rec.model == "flux-fill-pro":
             await self._fill(rec)
+        elif rec.model in ("upscale-image", "describe-image"):
+            await self._image_model(rec)
         else:
             rec.output = dict(rec.input)
             rec.logs = "echo-test: returned the input unchanged"
@@ -159,6 +161,30 @@ class Engine:
         self.state.files[path] = StoredFile(OUTPUT_CONTENT_TYPES[fmt], data)
         rec.output = f"{self.base_url}/files/{path}"
         rec.logs = f"flux-fill-pro (simulated): filled the masked region, {len(data)} bytes of {fmt}"
+        rec.outcome = "success"
+
+    async def _image_model(self, rec: PredictionRecord) -> None:
+        """upscale-image (a PNG, scaled up) and describe-image (an object with text), with Pillow."""
+        from airflow_provider_eachlabs.testing.image_models import describe_image, upscale_image
+        from airflow_provider_eachlabs.testing.state import StoredFile
+
+        try:
+            image = self._fetch(rec.input["image"])
+        except LookupError as exc:
+            self._set_failed(rec, "INPUT_FETCH_FAILED", f"Could not download an input file: {exc}")
+            return
+        loop = asyncio.get_running_loop()
+        if rec.model == "describe-image":
+            words = int(rec.input.get("max_words", 20))
+            rec.output = await loop.run_in_executor(self.executor, describe_image, image, words)
+            rec.logs = "describe-image (simulated): described the image"
+        else:
+            scale = int(rec.input.get("scale", 2))
+            data = await loop.run_in_executor(self.executor, upscale_image, image, scale)
+            path = f"outputs/{rec.id}.png"
+            self.state.files[path] = StoredFile("image/png", data)
+            rec.output = [f"{self.base_url}/files/{path}"]
+            rec.logs = f"upscale-image (simulated): scaled by {scale}"
         rec.outcome = "success"
 
     async def settle(self, rec: PredictionRecord) -> None:
@@ -362,7 +388,7 @@ def build_app(engine: Engine) -> FastAPI:
                 f"&X-Amz-Expires={UPLOAD_URL_LIFETIME}",
                 "public_url": f"{engine.base_url}/files/uploads/{upload_id}.{ext}",
                 "expires_at": iso(now + retention),
-                "required_headers": {"x-amz-meta-file-id": upload_id},
+                "required_headers": {"Content-Type": content_type.lower(), "x-amz-meta-file-id": upload_id},
             }
         )
 

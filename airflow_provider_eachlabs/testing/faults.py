@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 ROUTES = frozenset({"create", "get", "cancel", "presign", "upload", "file", "model", "executions"})
-TRANSPORT_FAULTS = frozenset({"status", "drop", "delay", "malformed"})
+TRANSPORT_FAULTS = frozenset({"status", "drop", "delay", "malformed", "truncate"})
 OUTCOME_FAULTS = frozenset({"status_variant", "never_finish", "fail"})
 
 _FINAL_WORDS = frozenset({"error", "failed", "canceled", "cancelled", "success"})
@@ -30,6 +30,8 @@ _ALLOWED_PARAMS: dict[str, frozenset[str]] = {
     "drop": frozenset({"after_processing"}),
     "delay": frozenset({"seconds", "after_processing"}),
     "malformed": frozenset({"after_processing"}),
+    # The real answer with only the first half of its body, as a cut-off file on a CDN.
+    "truncate": frozenset(),
     "status_variant": frozenset({"final", "running"}),
     "never_finish": frozenset(),
     "fail": frozenset({"error_code", "error_message"}),

@@ -102,6 +102,17 @@ async def _send_body(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
+async def _send_truncated(send: Send, captured: list[Message]) -> None:
+    """The captured answer, its body cut to the first half and its length header to match."""
+    body = b"".join(m.get("body", b"") for m in captured if m["type"] == "http.response.body")
+    cut = body[: len(body) // 2]
+    for message in captured:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"]
+            await send({**message, "headers": [*headers, (b"content-length", str(len(cut)).encode())]})
+    await send({"type": "http.response.body", "body": cut})
+
+
 async def _drain(receive: Receive) -> None:
     """Read the request body so a faulted answer is not mistaken for a half-read request."""
     while True:
@@ -145,7 +156,7 @@ class SimulatorMiddleware:
 
     async def _apply(self, fault: Fault, scope: Scope, receive: Receive, raw_send: Send, send: Send) -> None:
         captured: list[Message] = []
-        if fault.after_processing:
+        if fault.after_processing or fault.kind == "truncate":
 
             async def capture(message: Message) -> None:
                 captured.append(message)
@@ -171,6 +182,8 @@ class SimulatorMiddleware:
             if fault.params.get("retry_after") is not None:
                 headers.append((b"retry-after", str(fault.params["retry_after"]).encode()))
             await _send_body(send, status, body, headers)
+        elif fault.kind == "truncate":
+            await _send_truncated(send, captured)
         elif fault.kind == "malformed":
             if not fault.after_processing:
                 await _drain(receive)

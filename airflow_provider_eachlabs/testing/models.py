@@ -72,6 +72,35 @@ FLUX_FILL_PRO_SCHEMA: dict[str, Any] = {
     },
 }
 
+_IMAGE_URL = {"type": "string", "format": "uri", "description": f"The image. ({_IMAGE_TYPES})"}
+
+UPSCALE_IMAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["image"],
+    "additionalProperties": False,
+    "properties": {
+        "image": _IMAGE_URL,
+        "scale": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": 4,
+            "default": 2,
+            "description": "Upscale factor.",
+        },
+    },
+}
+
+DESCRIBE_IMAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["image"],
+    "additionalProperties": False,
+    "properties": {
+        "image": _IMAGE_URL,
+        "max_words": {"type": "integer", "minimum": 1, "maximum": 50, "default": 20},
+        "language": {"type": "string", "enum": ["en", "de", "fr"], "default": "en"},
+    },
+}
+
 ECHO_TEST_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": True,
@@ -89,6 +118,12 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "flux-fill-pro": ModelSpec("flux-fill-pro", "Flux Fill Pro", "image", FLUX_FILL_PRO_SCHEMA),
+    # Two more image models with published schemas, so the generic operator's schema check and its
+    # outputs (a file; an object) are tested on something that is not flux-fill-pro.
+    "upscale-image": ModelSpec("upscale-image", "Upscale Image (simulated)", "image", UPSCALE_IMAGE_SCHEMA),
+    "describe-image": ModelSpec(
+        "describe-image", "Describe Image (simulated)", "object", DESCRIBE_IMAGE_SCHEMA
+    ),
     # A model with no real work, so the generic operator has a target whose output is predictable.
     "echo-test": ModelSpec("echo-test", "Echo Test (simulator only)", "object", ECHO_TEST_SCHEMA),
 }
@@ -187,9 +222,37 @@ def _validate_flux_fill_pro(inp: dict[str, Any], own_base_url: str) -> None:
         raise ValidationFailure("output_format", "must be one of 'jpg', 'png'")
 
 
+def _validate_by_schema(schema: dict[str, Any], inp: dict[str, Any], own_base_url: str) -> None:
+    """The few JSON Schema rules the simple models' schemas use, written out by hand."""
+    props: dict[str, Any] = schema["properties"]
+    if schema.get("additionalProperties") is False:
+        for key in inp:
+            if key not in props:
+                raise ValidationFailure(key, f"unknown input; accepted inputs are {sorted(props)}")
+    for key in schema.get("required", []):
+        if key not in inp:
+            raise ValidationFailure(key, "is required")
+    for key, rule in props.items():
+        if key not in inp:
+            continue
+        value = inp[key]
+        if rule.get("format") == "uri":
+            check_file_url(key, value, own_base_url)
+        elif rule["type"] == "string" and not isinstance(value, str):
+            raise ValidationFailure(key, "must be a string")
+        elif rule["type"] == "integer" and not _is_int(value):
+            raise ValidationFailure(key, "must be an integer")
+        if "enum" in rule and value not in rule["enum"]:
+            raise ValidationFailure(key, f"must be one of {rule['enum']}")
+        if "minimum" in rule and not rule["minimum"] <= value <= rule["maximum"]:
+            raise ValidationFailure(key, f"must be between {rule['minimum']} and {rule['maximum']}")
+
+
 def validate_input(model: str, inp: dict[str, Any], own_base_url: str) -> None:
     """Raise ValidationFailure for input the real model would refuse."""
     if model == "flux-fill-pro":
         _validate_flux_fill_pro(inp, own_base_url)
+    elif model in ("upscale-image", "describe-image"):
+        _validate_by_schema(MODELS[model].request_schema, inp, own_base_url)
     elif "prompt" in inp and not isinstance(inp["prompt"], str):
         raise ValidationFailure("prompt", "must be a string")
