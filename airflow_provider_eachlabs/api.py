@@ -1,27 +1,58 @@
-"""The Eachlabs protocol without I/O: what to send, and what a response means.
+"""The Eachlabs protocol without I/O: what to send, and what an answer means.
 
-Both transports (``requests`` on workers, ``aiohttp`` in the triggerer) build their requests here and
-hand every response back here, so the two never disagree on a status, an error or a retry. Nothing in
-this module imports Airflow or an HTTP library; it is cheap to import and tested without a network.
+Both transports (``requests`` on workers, ``aiohttp`` in the triggerer) send the ``HttpRequest``
+built here and hand every answer back here, so the two never disagree on a status, an error or a
+retry. The API's answers are input like any other: ids must be safe tokens, redirects from the API
+are refused, and every body has a size cap. Nothing in this module imports Airflow or an HTTP
+library; it is cheap to import and tested without a network.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_eachlabs import __version__
+from airflow_provider_eachlabs.addresses import validate_api_host as validate_host
+from airflow_provider_eachlabs.exceptions import (
+    EachlabsAPIError,
+    EachlabsAuthError,
+    EachlabsConflictError,
+    EachlabsConnectionError,
+    EachlabsDownloadError,
+    EachlabsError,
+    EachlabsInputError,
+    EachlabsInvalidInputError,
+    EachlabsNotFoundError,
+    EachlabsPaymentRequiredError,
+    EachlabsRateLimitError,
+    EachlabsResponseError,
+    EachlabsServerError,
+    EachlabsUnsafeAnswerError,
+    PredictionCancelled,
+    PredictionFailed,
+    PredictionTimeout,
+    compact,
+    request_id_suffix,
+)
 
-DEFAULT_HOST = "https://api.eachlabs.ai"
+if TYPE_CHECKING:
+    from airflow_provider_eachlabs.settings import EachlabsSettings
+
 USER_AGENT = f"airflow-provider-eachlabs/{__version__}"
 REQUEST_ID_HEADER = "X-Request-Id"
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Caps on what is read of an answer, after decompression: an API answer, and an error body.
+API_ANSWER_MAX_BYTES = 1024 * 1024
+ERROR_ANSWER_MAX_BYTES = 64 * 1024
+# A prediction id: a safe token, so it can name a file, a URL path segment and a log line.
+PREDICTION_ID_RULE = "must be 1 to 128 letters, digits, '-' or '_'"
+_PREDICTION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class PredictionStatus(str, Enum):
@@ -53,6 +84,37 @@ SUCCESS_STATUSES = frozenset({PredictionStatus.SUCCESS, PredictionStatus.SUCCEED
 FAILURE_STATUSES = frozenset({PredictionStatus.FAILED, PredictionStatus.ERROR})
 CANCELLED_STATUSES = frozenset({PredictionStatus.CANCELLED, PredictionStatus.CANCELED})
 TERMINAL_STATUSES = SUCCESS_STATUSES | FAILURE_STATUSES | CANCELLED_STATUSES
+
+
+class FailureCause(str, Enum):
+    """Why a prediction failed, as far as its ``error_code`` tells; decides whether a retry may help."""
+
+    CONTENT_POLICY = "content-policy"
+    INPUT = "input"
+    TRANSIENT = "transient"
+    UNKNOWN = "unknown"
+
+
+# The error codes each cause covers (the README's "Failed predictions" table lists them).
+FAILURE_CODES: dict[FailureCause, frozenset[str]] = {
+    FailureCause.CONTENT_POLICY: frozenset(
+        {"PROVIDER_REJECTED", "CONTENT_POLICY_VIOLATION", "NSFW_CONTENT", "MODERATION_REJECTED"}
+    ),
+    FailureCause.INPUT: frozenset(
+        {"INVALID_INPUT", "INPUT_VALIDATION_FAILED", "INVALID_IMAGE", "UNSUPPORTED_FORMAT", "IMAGE_TOO_LARGE"}
+    ),
+    FailureCause.TRANSIENT: frozenset(
+        {
+            "INTERNAL_ERROR",
+            "PROVIDER_UNAVAILABLE",
+            "PROVIDER_TIMEOUT",
+            "TIMEOUT",
+            "RATE_LIMITED",
+            "INPUT_FETCH_FAILED",
+        }
+    ),
+}
+FINAL_CAUSES = frozenset({FailureCause.CONTENT_POLICY, FailureCause.INPUT})
 
 
 @dataclass(frozen=True)
@@ -89,25 +151,42 @@ class Prediction:
         return self.known_status in CANCELLED_STATUSES
 
     @property
+    def output_urls(self) -> list[str]:
+        """Every URL in ``output``, in order: the spec allows a string, an array or an object."""
+        return list(dict.fromkeys(_urls_in(self.output)))
+
+    @property
     def output_url(self) -> str | None:
-        """The first URL in ``output``: the spec allows a string, an array or an object."""
-        return first_url(self.output)
+        urls = self.output_urls
+        return urls[0] if urls else None
+
+    @property
+    def error_code(self) -> str | None:
+        code = self.output.get("error_code") if isinstance(self.output, Mapping) else None
+        return str(code) if code else None
+
+    @property
+    def failure_cause(self) -> FailureCause:
+        code = (self.error_code or "").upper()
+        for cause, codes in FAILURE_CODES.items():
+            if code in codes:
+                return cause
+        return FailureCause.UNKNOWN
 
     @property
     def error_text(self) -> str:
-        """Everything the API said about a failure, in one line for the task log and exception."""
+        """Everything the API said about a failure, once each, in one line."""
         parts: list[str] = []
         if isinstance(self.output, Mapping):
-            code = self.output.get("error_code")
             text = self.output.get("error_message") or self.output.get("error")
-            if code:
-                parts.append(f"error_code={code}")
             if text:
                 parts.append(str(text))
         for extra in (self.message, self.details, self.logs):
-            if extra and str(extra) not in parts:
-                parts.append(str(extra))
-        return "; ".join(parts) if parts else "the API gave no reason"
+            text = compact(extra) if extra not in (None, "", {}, []) else ""
+            if text and not any(text in part or part in text for part in parts):
+                parts.append(text)
+        said = "; ".join(parts) if parts else "the API gave no reason"
+        return f"{self.error_code}: {said}" if self.error_code and self.error_code not in said else said
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only: this travels in trigger events."""
@@ -125,7 +204,7 @@ class Prediction:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Prediction:
         return cls(
-            id=str(data["id"]),
+            id=check_prediction_id(data["id"]),
             status=str(data["status"]),
             output=data.get("output"),
             metrics=dict(data.get("metrics") or {}),
@@ -136,167 +215,109 @@ class Prediction:
         )
 
 
-def first_url(output: Any) -> str | None:
+def _urls_in(output: Any) -> Iterator[str]:
     if isinstance(output, str):
-        return output if output.startswith(("http://", "https://")) else None
-    if isinstance(output, list):
+        if output.startswith(("http://", "https://")):
+            yield output
+    elif isinstance(output, list):
         for item in output:
-            if url := first_url(item):
-                return url
-    if isinstance(output, Mapping):
-        for key in ("url", "image", "output", "uri"):
-            if url := first_url(output.get(key)):
-                return url
-    return None
+            yield from _urls_in(item)
+    elif isinstance(output, Mapping):
+        for value in output.values():
+            yield from _urls_in(value)
 
 
-# --- the error family -------------------------------------------------------------------------------
+def raise_for_prediction_end(prediction: Prediction, *, retry_unknown_failures: bool = True) -> None:
+    """Raise the task-facing error for a failed or cancelled prediction; return on anything else.
 
-
-class EachlabsError(Exception):
-    """Base of everything this provider raises about Eachlabs."""
-
-
-class EachlabsAPIError(EachlabsError):
-    """An HTTP answer that is not a success, with everything the API said about it."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        details: Any = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.message = message
-        self.status_code = status_code
-        self.details = details
-        self.request_id = request_id
-        self.retry_after = retry_after
-        super().__init__(self._describe())
-
-    def _describe(self) -> str:
-        head = f"HTTP {self.status_code}: {self.message}" if self.status_code else self.message
-        if self.details not in (None, "", {}, []):
-            head += f" (details: {_compact(self.details)})"
-        if self.request_id:
-            head += f" [request id {self.request_id}]"
-        return head
-
-
-class EachlabsInvalidInputError(EachlabsAPIError):
-    """400 or 422: the request itself is wrong; sending it again cannot help."""
-
-
-class EachlabsAuthError(EachlabsAPIError):
-    """401 or 403: the API key is missing, wrong, or not allowed to do this."""
-
-
-class EachlabsPaymentRequiredError(EachlabsAPIError):
-    """402: the account balance is too low."""
-
-
-class EachlabsNotFoundError(EachlabsAPIError):
-    """404: unknown model or prediction id."""
-
-
-class EachlabsConflictError(EachlabsAPIError):
-    """409: the resource is not in a state that allows this (for instance cancelling a finished run)."""
-
-
-class EachlabsRateLimitError(EachlabsAPIError):
-    """429: too many creates a minute or too many predictions in flight; nothing was created."""
-
-
-class EachlabsServerError(EachlabsAPIError):
-    """5xx: the API failed; worth retrying with backoff."""
-
-
-class EachlabsResponseError(EachlabsAPIError):
-    """A 2xx answer this provider cannot read (not JSON, or missing a field it needs)."""
-
-
-class EachlabsConnectionError(EachlabsAPIError):
-    """No usable answer arrived: the connection was refused, dropped, or timed out.
-
-    ``request_sent`` tells whether the server may have received (and acted on) the request: a
-    refused connection sent nothing, a dropped one or a read timeout may have.
+    A failure whose cause no retry can change (content policy, input) is final; an unknown cause is
+    final only when the task asked not to retry unknown failures.
     """
-
-    def __init__(self, message: str, *, request_sent: bool) -> None:
-        self.request_sent = request_sent
-        super().__init__(message)
-
-
-class EachlabsDownloadError(EachlabsError):
-    """An output that must not be fetched or kept: unsafe URL, too large, not an image. Final."""
-
-
-class PredictionFailed(EachlabsError):
-    """The prediction ended in ``failed`` / ``error``."""
-
-    def __init__(self, prediction: Prediction) -> None:
-        self.prediction = prediction
-        where = f" [request id {prediction.request_id}]" if prediction.request_id else ""
-        super().__init__(
-            f"Eachlabs prediction {prediction.id} ended with status {prediction.status!r}: "
-            f"{prediction.error_text}{where}"
-        )
-
-
-class PredictionCancelled(EachlabsError):
-    """The prediction ended in ``cancelled`` / ``canceled``."""
-
-    def __init__(self, prediction: Prediction) -> None:
-        self.prediction = prediction
-        super().__init__(f"Eachlabs prediction {prediction.id} was cancelled ({prediction.error_text})")
-
-
-class PredictionTimeout(EachlabsError):
-    """The prediction did not finish within the time the task allowed."""
-
-    def __init__(self, prediction_id: str, waited_seconds: float, last_status: str | None) -> None:
-        self.prediction_id = prediction_id
-        self.waited_seconds = waited_seconds
-        self.last_status = last_status
-        super().__init__(
-            f"Eachlabs prediction {prediction_id} did not finish within {waited_seconds:.1f}s "
-            f"(last status {last_status!r})"
-        )
-
-
-_ERROR_CLASSES: dict[int, type[EachlabsAPIError]] = {
-    400: EachlabsInvalidInputError,
-    401: EachlabsAuthError,
-    402: EachlabsPaymentRequiredError,
-    403: EachlabsAuthError,
-    404: EachlabsNotFoundError,
-    409: EachlabsConflictError,
-    422: EachlabsInvalidInputError,
-    429: EachlabsRateLimitError,
-}
-
-
-def raise_for_prediction_end(prediction: Prediction) -> None:
-    """Raise the task-facing error for a failed or cancelled prediction; return on anything else."""
+    where = request_id_suffix(prediction.request_id)
     if prediction.failed:
-        raise PredictionFailed(prediction)
+        cause = prediction.failure_cause
+        if cause in FINAL_CAUSES:
+            final, advice = True, f" Not retried: a {cause.value} rejection does not change on a retry."
+        elif cause is FailureCause.UNKNOWN and not retry_unknown_failures:
+            final, advice = True, " Not retried: retry_unknown_failures is off."
+        else:
+            final, advice = False, ""
+        raise PredictionFailed(
+            f"Eachlabs prediction {prediction.id} ended with status {prediction.status!r}: "
+            f"{prediction.error_text}{where}.{advice}",
+            prediction_id=prediction.id,
+            error_code=prediction.error_code,
+            final=final,
+        )
     if prediction.cancelled:
-        raise PredictionCancelled(prediction)
+        raise PredictionCancelled(
+            f"Eachlabs prediction {prediction.id} was cancelled ({prediction.error_text}){where}",
+            prediction_id=prediction.id,
+        )
+
+
+def check_prediction_id(value: object, *, field_name: str | None = None) -> str:
+    """A prediction id that is a safe token, from wherever it came.
+
+    From a DAG (``field_name`` given) a bad id is an input error; from the API or a record it is an
+    unsafe answer. Either way it is refused before it reaches a path, a URL, a log or XCom.
+    """
+    if isinstance(value, str) and _PREDICTION_ID.fullmatch(value):
+        return value
+    if field_name is not None:
+        raise EachlabsInputError(field_name, value, PREDICTION_ID_RULE)
+    shown = repr(value)[:80]
+    raise EachlabsUnsafeAnswerError(f"refusing the prediction id {shown}: it {PREDICTION_ID_RULE}")
 
 
 # --- requests ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class HttpRequest:
+    """One request as a transport sends it, with the rules its answer is read under.
+
+    ``max_bytes`` caps the answer after decompression, and ``oversize_error`` is raised past it;
+    ``public_only`` makes the transport refuse to connect unless the peer address is public (outputs
+    and presigned uploads, never the API host). Redirects are never followed by a transport: a
+    caller that allows them checks each hop itself.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    content: bytes | None = None
+    params: Mapping[str, str] | None = None
+    max_bytes: int = API_ANSWER_MAX_BYTES
+    oversize_error: type[EachlabsError] = EachlabsUnsafeAnswerError
+    public_only: bool = False
+
+
+@dataclass(frozen=True)
 class ApiRequest:
-    """A request for either transport to send: method, path below the host, JSON body, query."""
+    """A call to the API: method, path below the host, JSON body, query.
+
+    ``resendable`` says whether sending it twice is harmless (a GET, a cancel, a presign) or could
+    buy a second prediction (a create): the retry layer reads it, so a new POST cannot inherit a
+    default by accident.
+    """
 
     method: str
     path: str
+    resendable: bool
     json: dict[str, Any] | None = None
     params: dict[str, str] | None = None
+
+    def to_http(self, settings: EachlabsSettings) -> HttpRequest:
+        """The request to the configured host, the only place the key is ever sent."""
+        return HttpRequest(
+            self.method,
+            settings.host + self.path,
+            headers=auth_headers(settings.api_key),
+            json=self.json,
+            params=self.params,
+        )
 
 
 @dataclass(frozen=True)
@@ -309,7 +330,12 @@ class ApiResponse:
 
     @property
     def request_id(self) -> str | None:
-        return header(self.headers, REQUEST_ID_HEADER)
+        value = header(self.headers, REQUEST_ID_HEADER)
+        return value[:100] if value else None
+
+    @property
+    def is_redirect(self) -> bool:
+        return 300 <= self.status_code < 400
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -344,19 +370,19 @@ def create_prediction_request(
         body["webhook_url"] = webhook_url
     if webhook_secret:
         body["webhook_secret"] = webhook_secret
-    return ApiRequest("POST", "/v1/prediction", json=body)
+    return ApiRequest("POST", "/v1/prediction", resendable=False, json=body)
 
 
 def get_prediction_request(prediction_id: str) -> ApiRequest:
-    return ApiRequest("GET", f"/v1/prediction/{quote(prediction_id, safe='')}")
+    return ApiRequest("GET", f"/v1/prediction/{check_prediction_id(prediction_id)}", resendable=True)
 
 
 def cancel_prediction_request(prediction_id: str) -> ApiRequest:
-    return ApiRequest("POST", f"/v1/prediction/{quote(prediction_id, safe='')}/cancel")
+    return ApiRequest("POST", f"/v1/prediction/{check_prediction_id(prediction_id)}/cancel", resendable=True)
 
 
 def get_model_request(slug: str) -> ApiRequest:
-    return ApiRequest("GET", "/v1/model", params={"slug": slug})
+    return ApiRequest("GET", "/v1/model", resendable=True, params={"slug": slug})
 
 
 def presign_upload_request(content_type: str) -> ApiRequest:
@@ -364,28 +390,72 @@ def presign_upload_request(content_type: str) -> ApiRequest:
     if file_type not in ("image", "video", "audio"):
         file_type = "other"
     return ApiRequest(
-        "POST", "/v1/upload/presign", json={"content_type": content_type, "file_type": file_type}
+        "POST",
+        "/v1/upload/presign",
+        resendable=True,
+        json={"content_type": content_type, "file_type": file_type},
     )
+
+
+def list_executions_request(limit: int = 20, offset: int = 0, model: str | None = None) -> ApiRequest:
+    params = {"limit": str(limit), "offset": str(offset)}
+    if model:
+        params["model"] = model
+    return ApiRequest("GET", "/v1/executions", resendable=True, params=params)
+
+
+def prediction_url(host: str, prediction_id: str) -> str:
+    """The API URL of a prediction."""
+    return f"{host.rstrip('/')}{get_prediction_request(prediction_id).path}"
+
+
+# Headers an S3-style presigned PUT may need; anything else a presign answer asks for is not sent.
+_UPLOAD_HEADER_NAMES = frozenset(
+    {
+        "content-type",
+        "content-md5",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "cache-control",
+        "expires",
+    }
+)
+_UPLOAD_HEADER_PREFIXES = ("x-amz-",)
 
 
 @dataclass(frozen=True)
 class PresignedUpload:
-    """Where to PUT a file's bytes, with which headers, and the URL to pass as input afterwards."""
+    """Where to PUT a file's bytes, with which headers, and the URL to pass as input afterwards.
+
+    ``dropped_headers`` names what the answer asked for that is not an S3 upload header: they are
+    not sent (an answer could otherwise make the provider send any header anywhere).
+    """
 
     presigned_url: str
     public_url: str
     required_headers: dict[str, str]
+    dropped_headers: tuple[str, ...] = ()
 
 
 def read_presigned_upload(body: Any) -> PresignedUpload:
     if not isinstance(body, Mapping) or not body.get("presigned_url") or not body.get("public_url"):
-        raise EachlabsResponseError(f"the presign answer lacks presigned_url or public_url: {_compact(body)}")
-    headers = body.get("required_headers") or {}
-    return PresignedUpload(
-        presigned_url=str(body["presigned_url"]),
-        public_url=str(body["public_url"]),
-        required_headers={str(k): str(v) for k, v in dict(headers).items()},
-    )
+        raise EachlabsResponseError(f"the presign answer lacks presigned_url or public_url: {compact(body)}")
+    raw_headers = body.get("required_headers") or {}
+    if not isinstance(raw_headers, Mapping):
+        raise EachlabsResponseError(
+            f"the presign answer's required_headers is not an object: {compact(body)}"
+        )
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for name, value in raw_headers.items():
+        name, value = str(name), str(value)
+        allowed = name.lower() in _UPLOAD_HEADER_NAMES or name.lower().startswith(_UPLOAD_HEADER_PREFIXES)
+        if allowed and not any(c in name + value for c in "\r\n\0"):
+            kept[name] = value
+        else:
+            dropped.append(name[:60])
+    return PresignedUpload(str(body["presigned_url"]), str(body["public_url"]), kept, tuple(dropped))
 
 
 @dataclass(frozen=True)
@@ -397,11 +467,22 @@ class Download:
     content_type: str
 
 
-def list_executions_request(limit: int = 20, offset: int = 0, model: str | None = None) -> ApiRequest:
-    params = {"limit": str(limit), "offset": str(offset)}
-    if model:
-        params["model"] = model
-    return ApiRequest("GET", "/v1/executions", params=params)
+def read_download(response: ApiResponse, url: str) -> Download | str:
+    """One hop of an output download: the file, or the ``Location`` of a redirect for the caller to check."""
+    if response.is_redirect:
+        location = header(response.headers, "Location")
+        if location:
+            return location
+    raise_for_status(response)
+    content_type = header(response.headers, "Content-Type") or ""
+    if not content_type.lower().startswith("image/"):
+        # Retried like a transient answer: an error page in place of a finished output.
+        raise EachlabsResponseError(
+            f"output {url[:200]} is not an image (Content-Type {content_type[:60] or 'missing'!r})",
+            status_code=response.status_code,
+            request_id=response.request_id,
+        )
+    return Download(url, response.content, content_type)
 
 
 def parse_timestamp(value: object) -> float | None:
@@ -419,11 +500,6 @@ def parse_timestamp(value: object) -> float | None:
     return moment.timestamp()
 
 
-def prediction_url(host: str, prediction_id: str) -> str:
-    """The API URL of a prediction: what the UI link and XCom point at."""
-    return f"{host.rstrip('/')}{get_prediction_request(prediction_id).path}"
-
-
 # --- responses --------------------------------------------------------------------------------------
 
 
@@ -432,7 +508,7 @@ def read_json(response: ApiResponse) -> Any:
     raise_for_status(response)
     try:
         return json.loads(response.content)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise EachlabsResponseError(
             f"the answer is not JSON: {_snippet(response.content)}",
             status_code=response.status_code,
@@ -446,8 +522,8 @@ def read_created_prediction_id(response: ApiResponse) -> str:
     if isinstance(body, Mapping):
         for key in ("predictionID", "prediction_id", "id"):
             value = body.get(key)
-            if isinstance(value, str) and value:
-                return value
+            if value not in (None, ""):
+                return check_prediction_id(value)
     raise EachlabsResponseError(
         f"the create answer carries no prediction id: {_snippet(response.content)}",
         status_code=response.status_code,
@@ -456,7 +532,11 @@ def read_created_prediction_id(response: ApiResponse) -> str:
 
 
 def read_prediction(response: ApiResponse, prediction_id: str) -> Prediction:
-    """A prediction from a GET answer; the id may be under ``id`` or ``predictionID``."""
+    """The prediction asked about, from a GET answer.
+
+    The id is the one the provider asked for, whatever the answer echoes: an echoed id is never
+    trusted to name a file or a later request.
+    """
     body = read_json(response)
     if not isinstance(body, Mapping) or not isinstance(body.get("status"), str):
         raise EachlabsResponseError(
@@ -466,8 +546,8 @@ def read_prediction(response: ApiResponse, prediction_id: str) -> Prediction:
         )
     metrics = body.get("metrics")
     return Prediction(
-        id=str(body.get("id") or body.get("predictionID") or prediction_id),
-        status=body["status"],
+        id=prediction_id,
+        status=body["status"][:40],
         output=body.get("output"),
         metrics=dict(metrics) if isinstance(metrics, Mapping) else {},
         logs=body.get("logs") if isinstance(body.get("logs"), str) else None,
@@ -477,11 +557,34 @@ def read_prediction(response: ApiResponse, prediction_id: str) -> Prediction:
     )
 
 
+_ERROR_CLASSES: dict[int, type[EachlabsAPIError]] = {
+    400: EachlabsInvalidInputError,
+    401: EachlabsAuthError,
+    402: EachlabsPaymentRequiredError,
+    403: EachlabsAuthError,
+    404: EachlabsNotFoundError,
+    409: EachlabsConflictError,
+    422: EachlabsInvalidInputError,
+    429: EachlabsRateLimitError,
+}
+
+
 def raise_for_status(response: ApiResponse) -> None:
-    """Raise the error class for a non-2xx answer, with the API's message, details and request id."""
+    """Raise the error class for a non-2xx answer, with the API's message, details and request id.
+
+    A redirect is an error too: API calls follow none, so the key never travels to another host.
+    """
     status = response.status_code
     if 200 <= status < 300:
         return
+    if response.is_redirect:
+        location = (header(response.headers, "Location") or "nowhere")[:200]
+        raise EachlabsUnsafeAnswerError(
+            f"refusing a redirect to {location}: API calls and uploads follow no redirects, so the key "
+            "and the files go only to the host they were sent to",
+            status_code=status,
+            request_id=response.request_id,
+        )
     message, details = _error_body(response.content)
     if status >= 500:
         error_class: type[EachlabsAPIError] = EachlabsServerError
@@ -500,15 +603,15 @@ def _error_body(content: bytes) -> tuple[str | None, Any]:
     """``message`` (model page) or ``error`` (spec), plus ``details``; plain text is kept as is."""
     try:
         body = json.loads(content)
-    except ValueError:
-        text = content.decode("utf-8", "replace").strip()
-        return (text[:300] or None), None
+    except (ValueError, RecursionError):
+        text = content[:300].decode("utf-8", "replace").strip()
+        return (text or None), None
     if not isinstance(body, Mapping):
-        return _compact(body), None
+        return compact(body), None
     message = body.get("message") or body.get("error")
     if isinstance(message, Mapping):
-        message = message.get("message") or _compact(message)
-    return (str(message) if message else None), body.get("details")
+        message = message.get("message") or compact(message)
+    return (str(message)[:300] if message else None), body.get("details")
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -530,22 +633,6 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, seconds)
 
 
-def should_retry(error: BaseException, *, idempotent: bool) -> bool:
-    """Whether sending the same request again is safe and may help.
-
-    429 always (a rejected request did nothing). 5xx and a lost connection only when repeating the
-    request is harmless, or when the request provably never left: a create that may have reached the
-    server is never re-sent blindly, as it could buy a second prediction. Other 4xx never.
-    """
-    if isinstance(error, EachlabsRateLimitError):
-        return True
-    if isinstance(error, EachlabsConnectionError):
-        return idempotent or not error.request_sent
-    if isinstance(error, (EachlabsServerError, EachlabsResponseError)):
-        return idempotent
-    return False
-
-
 def create_outcome_unknown(error: BaseException) -> bool:
     """Whether a failed create may still have made a prediction: it must be looked for, not re-sent.
 
@@ -558,34 +645,27 @@ def create_outcome_unknown(error: BaseException) -> bool:
     return isinstance(error, (EachlabsServerError, EachlabsResponseError))
 
 
-# --- URLs -------------------------------------------------------------------------------------------
-
-
-def validate_host(host: str) -> str:
-    """The API base URL: HTTPS, or plain HTTP to a loopback host only, so the key never travels in clear."""
-    candidate = host.strip().rstrip("/") or DEFAULT_HOST
-    if "://" not in candidate:
-        candidate = f"https://{candidate}"
-    parts = urlsplit(candidate)
-    hostname = (parts.hostname or "").lower()
-    if not hostname:
-        raise ValueError(f"Eachlabs connection host {host!r} is not a URL")
-    if parts.scheme == "https":
-        return candidate
-    if parts.scheme == "http" and (hostname in LOOPBACK_HOSTS or hostname.startswith("127.")):
-        return candidate
-    raise ValueError(
-        f"Eachlabs connection host {host!r} must use https:// (plain http:// is allowed only for "
-        "localhost / 127.0.0.1 / ::1) so that the API key is never sent in clear"
-    )
-
-
-def _compact(value: Any) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), default=str)[:500]
-    except (TypeError, ValueError):
-        return str(value)[:500]
-
-
 def _snippet(content: bytes) -> str:
     return repr(content[:200].decode("utf-8", "replace"))
+
+
+# The error family moved to ``exceptions``; these names stay importable from here.
+__all__ = [
+    "EachlabsAPIError",
+    "EachlabsAuthError",
+    "EachlabsConflictError",
+    "EachlabsConnectionError",
+    "EachlabsDownloadError",
+    "EachlabsError",
+    "EachlabsInvalidInputError",
+    "EachlabsNotFoundError",
+    "EachlabsPaymentRequiredError",
+    "EachlabsRateLimitError",
+    "EachlabsResponseError",
+    "EachlabsServerError",
+    "EachlabsUnsafeAnswerError",
+    "PredictionCancelled",
+    "PredictionFailed",
+    "PredictionTimeout",
+    "validate_host",
+]

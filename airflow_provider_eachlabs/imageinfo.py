@@ -42,6 +42,37 @@ def read_image_info(content: bytes) -> ImageInfo | None:
     return None
 
 
+def is_whole_image(content: bytes, info: ImageInfo) -> bool:
+    """Whether the file's structure holds from its header to its last byte.
+
+    A header alone proves little: a file that starts like an image can carry anything after it. A
+    PNG's chunks must run cleanly to ``IEND`` at the very end, a JPEG must end with its end marker,
+    and a WebP's RIFF size must be the file's size.
+    """
+    try:
+        if info.kind == "png":
+            return _png_chunks_end_at_iend(content)
+        if info.kind == "jpg":
+            return content.rstrip(b"\0").endswith(b"\xff\xd9")
+        riff_size = int.from_bytes(content[4:8], "little")
+        return len(content) in (riff_size + 8, riff_size + 8 + (riff_size & 1))
+    except (struct.error, IndexError):
+        return False
+
+
+def _png_chunks_end_at_iend(content: bytes) -> bool:
+    position = 8
+    while position + 12 <= len(content):
+        length = int.from_bytes(content[position : position + 4], "big")
+        kind = content[position + 4 : position + 8]
+        if not kind.isalpha():
+            return False
+        position += 12 + length
+        if kind == b"IEND":
+            return position == len(content)
+    return False
+
+
 def _png(content: bytes) -> ImageInfo | None:
     if content[12:16] != b"IHDR":
         return None

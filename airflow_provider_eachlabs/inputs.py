@@ -7,33 +7,16 @@ the field, the value and the rule, and without Airflow retries (``EachlabsInputE
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from airflow_provider_eachlabs.api import EachlabsError
+from airflow_provider_eachlabs.addresses import PUBLIC_URL_RULE, is_api_host_url, is_public_https_url
+from airflow_provider_eachlabs.exceptions import EachlabsInputError
 
 OUTPUT_FORMATS = ("jpg", "png")
-_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)+")
 _INT_LITERAL = re.compile(r"[+-]?\d+")
 _NUMBER_LITERAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-
-
-class EachlabsInputError(EachlabsError, ValueError):
-    """An input that breaks the model page's rules. Final: retrying cannot fix it."""
-
-    def __init__(self, field: str, value: Any, rule: str) -> None:
-        self.field = field
-        self.value = value
-        self.rule = rule
-        super().__init__(f"Invalid {field}={_show(value)}: {rule}")
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def require_int(field: str, value: Any, low: int | None = None, high: int | None = None) -> int:
@@ -121,30 +104,6 @@ def check_public_image_url(field: str, value: Any, api_host: str | None = None) 
     raise EachlabsInputError(field, value, PUBLIC_URL_RULE)
 
 
-PUBLIC_URL_RULE = "must be a public https:// URL (no data: URIs, localhost or private addresses)"
-
-
-def is_api_host_url(url: str, api_host: str | None) -> bool:
-    return bool(api_host) and url.startswith(str(api_host).rstrip("/") + "/")
-
-
-def is_public_https_url(url: str) -> bool:
-    """HTTPS to a host name or a global address; never loopback, private, link-local or .local names.
-
-    Names are not resolved (no network call before validation); the API resolves them itself.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme != "https" or not parts.hostname:
-        return False
-    host = parts.hostname.lower().rstrip(".")
-    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        return False
-    try:
-        return ipaddress.ip_address(host).is_global
-    except ValueError:
-        return _HOST_NAME.fullmatch(host) is not None
-
-
 @dataclass(frozen=True)
 class FluxFillInput:
     """The flux-fill-pro input, validated: build it with ``FluxFillInput.validate``."""
@@ -203,3 +162,7 @@ class FluxFillInput:
         if self.seed is not None:
             body["seed"] = self.seed
         return body
+
+
+# ``EachlabsInputError`` moved to ``exceptions``; it stays importable from here.
+__all__ = ["EachlabsInputError", "FluxFillInput", "is_web_reference"]

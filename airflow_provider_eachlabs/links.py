@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_provider_eachlabs.results import PREDICTION_URL_KEY
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
-
-PREDICTION_ID_KEY = "prediction_id"
-PREDICTION_URL_KEY = "prediction_url"
 
 
 class EachlabsPredictionLink(BaseOperatorLink):

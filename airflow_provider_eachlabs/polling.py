@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airflow_provider_eachlabs.api import EachlabsError, Prediction, should_retry
+from airflow_provider_eachlabs.api import Prediction
+from airflow_provider_eachlabs.exceptions import EachlabsError, is_final
 
 DEFAULT_EXPECTED_SECONDS = 5.0
 MODEL_EXPECTED_SECONDS = {"flux-fill-pro": 9.0}
-MAX_CONSECUTIVE_POLL_ERRORS = 5
 _SHORT_INTERVAL = 1.0
 _LONGEST_INTERVAL = 30.0
 
@@ -75,24 +75,20 @@ class Step:
 
 
 class PollLoop:
-    """State of one wait: the last status seen, consecutive transient errors, the deadline."""
+    """State of one wait: the last status seen and the deadline.
+
+    Transient failures of a status request are not retried here: the one retry layer under the hook
+    retries them, bounded by this loop's deadline, and hands over only what it gave up on.
+    """
 
     def __init__(
-        self,
-        prediction_id: str,
-        *,
-        started_at: float,
-        deadline: float,
-        schedule: PollSchedule,
-        max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
+        self, prediction_id: str, *, started_at: float, deadline: float, schedule: PollSchedule
     ) -> None:
         self.prediction_id = prediction_id
         self.started_at = started_at
         self.deadline = deadline
         self.schedule = schedule
-        self.max_consecutive_errors = max_consecutive_errors
         self.last_status: str | None = None
-        self.consecutive_errors = 0
         self._warned_unknown = False
 
     def first_wait(self, now: float) -> float:
@@ -100,7 +96,6 @@ class PollLoop:
         return self._bounded(self.schedule.first_delay(now - self.started_at), now)
 
     def on_prediction(self, prediction: Prediction, now: float) -> Step:
-        self.consecutive_errors = 0
         elapsed = now - self.started_at
         note = None
         if prediction.status != self.last_status:
@@ -116,17 +111,13 @@ class PollLoop:
         return Step(wait=self._bounded(self.schedule.delay(elapsed), now), note=note)
 
     def on_error(self, error: EachlabsError, now: float) -> Step:
-        """A failed GET: transient ones are tolerated a few times in a row, anything else is raised."""
-        self.consecutive_errors += 1
-        if not should_retry(error, idempotent=True) or self.consecutive_errors > self.max_consecutive_errors:
+        """A status request the retry layer gave up on: at the deadline a transient failure is the
+        timeout it caused; anything else is raised."""
+        if is_final(error) or now < self.deadline:
             raise error
-        if now >= self.deadline:
-            return Step(timed_out=True)
-        note = (
-            f"Polling prediction {self.prediction_id} failed ({error}); "
-            f"error {self.consecutive_errors} of {self.max_consecutive_errors} tolerated in a row"
+        return Step(
+            timed_out=True, note=f"Polling prediction {self.prediction_id} failed at the deadline ({error})"
         )
-        return Step(wait=self._bounded(self.schedule.delay(now - self.started_at), now), note=note)
 
     def _bounded(self, wait: float, now: float) -> float:
         """Never sleep past the deadline: the last look happens at the deadline itself."""

@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from airflow_provider_eachlabs.imageinfo import ImageInfo, read_image_info
-from airflow_provider_eachlabs.inputs import EachlabsInputError
+from airflow_provider_eachlabs.exceptions import (
+    EachlabsInputError,
+    EachlabsOutputError,
+    EachlabsUnsafeAnswerError,
+)
+from airflow_provider_eachlabs.imageinfo import ImageInfo, is_whole_image, read_image_info
 
-if TYPE_CHECKING:
-    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+# The stem of a stored output's name: a prediction id or a batch item's key, never a path.
+FILE_STEM_RULE = "must be 1 to 128 letters, digits, '.', '-' or '_', not starting with '.' and without '..'"
+_FILE_STEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 # Schemes of the Amazon, Google and Azure providers' filesystems, where a path's first part is a bucket
 # (or container) that only an administrator should create.
@@ -43,8 +49,14 @@ def read_source(field: str, source: str) -> bytes:
         raise EachlabsInputError(field, source, "no file exists at this path") from None
     except IsADirectoryError:
         raise EachlabsInputError(field, source, "is a folder, not an image file") from None
-    except (OSError, ValueError) as error:
-        raise EachlabsInputError(field, source, f"cannot be read ({error})") from None
+    except Exception as error:  # each storage library has its own errors (credentials, buckets, ...)
+        raise EachlabsInputError(field, source, f"cannot be read ({_reason(error)})") from None
+
+
+def _reason(error: Exception) -> str:
+    """A storage library's reason in one line: its class and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -91,16 +103,18 @@ def check_fill_inputs(image: ImageFile | None, mask: ImageFile | None, mask_give
         )
 
 
-def upload_image(hook: EachlabsHook, image: ImageFile, uploaded: MutableMapping[str, str]) -> str:
-    """Upload a file input and return its public URL.
+def upload_image(
+    upload: Callable[[bytes, str], str], image: ImageFile, uploaded: MutableMapping[str, str], log: Any
+) -> str:
+    """Upload a file input with ``upload(content, content_type)`` and return its public URL.
 
     ``uploaded`` maps a file's sha256 to the URL of an earlier upload of the same bytes: the operator
     keeps it across task retries, so a retry does not upload the same image again.
     """
     digest = image.sha256
     if digest not in uploaded:
-        uploaded[digest] = hook.upload_bytes(image.content, image.info.content_type)
-        hook.log.info("Uploaded %s (%d bytes) to %s", image.field, len(image.content), uploaded[digest])
+        uploaded[digest] = upload(image.content, image.info.content_type)
+        log.info("Uploaded %s (%d bytes) to %s", image.field, len(image.content), uploaded[digest])
     return uploaded[digest]
 
 
@@ -126,21 +140,52 @@ class StoredOutput:
         }
 
 
-def output_target(output_path: str, prediction_id: str, extension: str) -> str:
-    """A folder-like path (trailing slash, or an existing folder) gets ``<prediction id>.<ext>``."""
-    is_folder = output_path.endswith("/") or ("://" not in output_path and os.path.isdir(output_path))
-    if is_folder:
-        return f"{output_path.rstrip('/')}/{prediction_id}.{extension}"
-    return output_path
+def output_target(output_path: str, stem: str, extension: str) -> str:
+    """Where an output goes: a folder-like path (trailing slash, or an existing folder) gets
+    ``<stem>.<extension>`` inside it; any other path is the file itself.
 
-
-def store_output(content: bytes, target: str, expected_format: str | None) -> StoredOutput:
-    """Check the image and write it; local files are renamed into place, object stores PUT whole."""
-    info = read_image_info(content)
-    if info is None or (expected_format and info.kind != expected_format):
-        raise EachlabsInputError(
-            "output", target, f"the downloaded output is not a {expected_format or 'known'} image"
+    The stem comes from the API (a prediction id) or a manifest (a batch key), so it must be a plain
+    name, and the final path must lie inside the folder: nothing an answer says can write elsewhere.
+    """
+    if not _FILE_STEM.fullmatch(stem) or ".." in stem:
+        raise EachlabsUnsafeAnswerError(
+            f"refusing to name an output file {stem[:80]!r}: a name {FILE_STEM_RULE}"
         )
+    parts = urlsplit(output_path)
+    local = "://" not in output_path or parts.scheme == "file"
+    folder_like = output_path.endswith("/") or (local and _local_path(output_path).is_dir())
+    if not folder_like:
+        return output_path
+    target = f"{output_path.rstrip('/')}/{stem}.{extension}"
+    if local and _local_path(target).resolve().parent != _local_path(output_path).resolve():
+        raise EachlabsUnsafeAnswerError(
+            f"refusing to write {target}: it is not inside output_path {output_path!r}"
+        )
+    return target
+
+
+def _local_path(path: str) -> Path:
+    parts = urlsplit(path)
+    return Path(unquote(parts.path) if parts.scheme == "file" else path).expanduser()
+
+
+def check_output(content: bytes, expected_format: str | None, where: str) -> ImageInfo:
+    """The downloaded output's facts, once its bytes are a whole image of the expected format."""
+    info = read_image_info(content)
+    if info is None or not is_whole_image(content, info):
+        raise EachlabsOutputError(
+            f"the output {where} is not a whole JPEG, PNG or WebP image; nothing was stored"
+        )
+    if expected_format and info.kind != expected_format:
+        raise EachlabsOutputError(
+            f"the output {where} is a {info.kind} image, not the {expected_format} asked for; "
+            "nothing was stored"
+        )
+    return info
+
+
+def store_output(content: bytes, info: ImageInfo, target: str) -> StoredOutput:
+    """Write a checked output; local files are renamed into place, object stores PUT whole."""
     write_atomically(target, content)
     return StoredOutput(
         path=target,
@@ -167,7 +212,7 @@ def write_atomically(target: str, content: bytes) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         return
-    local = Path(unquote(parts.path) if parts.scheme == "file" else target).expanduser()
+    local = _local_path(target)
     local.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
     try:
@@ -178,35 +223,6 @@ def write_atomically(target: str, content: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def write_preview(target: str, before: bytes, mask: bytes | None, after: bytes) -> str:
-    """A before | mask | after strip, as one PNG, for people to look at."""
-    from io import BytesIO
-
-    from PIL import Image
-
-    def load(content: bytes) -> Image.Image:
-        with Image.open(BytesIO(content)) as image:
-            return image.convert("RGB")
-
-    after_image = load(after)
-    before_image = load(before).resize(after_image.size)
-    if mask is not None:
-        mask_image = load(mask).resize(after_image.size)
-    else:
-        with Image.open(BytesIO(before)) as original:
-            alpha = original.convert("RGBA").getchannel("A").resize(after_image.size)
-        mask_image = Image.eval(alpha, lambda value: 255 - value).convert("RGB")
-    gap = 8
-    width, height = after_image.size
-    strip = Image.new("RGB", (3 * width + 2 * gap, height), "white")
-    for index, image in enumerate((before_image, mask_image, after_image)):
-        strip.paste(image, (index * (width + gap), 0))
-    buffer = BytesIO()
-    strip.save(buffer, format="PNG")
-    write_atomically(target, buffer.getvalue())
-    return target
 
 
 def _umask() -> int:

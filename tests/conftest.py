@@ -21,6 +21,20 @@ AIRFLOW_HOME = tempfile.mkdtemp(prefix="eachlabs-tests-airflow-")
 os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "example_dags")
+# dag.test() finds a DAG through the configured bundles: the examples, and the suite's own DAGs.
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+    [
+        {
+            "name": name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(path)},
+        }
+        for name, path in (
+            ("dags-folder", ROOT / "example_dags"),
+            ("try-count", ROOT / "tests/dags/trycount"),
+        )
+    ]
+)
 os.environ.pop("AIRFLOW_CONN_EACHLABS_DEFAULT", None)
 
 from airflow_provider_eachlabs.testing import EachlabsSimulator  # noqa: E402

@@ -1,8 +1,9 @@
 """EachlabsHook: the ``eachlabs`` connection, one method per API verb, sync and async.
 
-What a request looks like and what an answer means is ``api``'s; how bytes travel (requests on
-workers, aiohttp in the triggerer) and the retry policy are ``transport``'s. The hook adds what needs
-both: a create that is never paid twice, a safe download, and the wait for a prediction.
+What a request looks like and what an answer means is ``api``'s; how bytes travel is the
+transports'; whether to send again is ``retrying``'s. The hook adds what needs all of them: a create
+that is never paid twice, uploads and downloads that go only where the address rules allow, and the
+wait for a prediction, whose deadline bounds every retry inside it.
 """
 
 from __future__ import annotations
@@ -12,85 +13,43 @@ import functools
 import time
 import weakref
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_eachlabs import api, transport
-from airflow_provider_eachlabs.api import ApiRequest, ApiResponse, Prediction
-from airflow_provider_eachlabs.inputs import is_api_host_url, is_public_https_url
+from airflow_provider_eachlabs import api, retrying
+from airflow_provider_eachlabs.addresses import is_api_host_url, is_public_https_url
+from airflow_provider_eachlabs.api import ApiRequest, ApiResponse, HttpRequest, Prediction
+from airflow_provider_eachlabs.exceptions import (
+    EachlabsAPIError,
+    EachlabsDownloadError,
+    EachlabsError,
+    EachlabsUnsafeAnswerError,
+    PredictionTimeout,
+)
 from airflow_provider_eachlabs.polling import PollLoop, PollSchedule, expected_seconds_for
+from airflow_provider_eachlabs.settings import (
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    MAX_OUTPUT_BYTES,
+    PREDICTION_TIMEOUT,
+    EachlabsSettings,
+)
 
 if TYPE_CHECKING:
-    import requests
     from airflow.sdk import Connection
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_MAX_RETRIES = 5
-DEFAULT_BACKOFF_INITIAL = 1.0
-DEFAULT_BACKOFF_MAX = 60.0
-DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 MAX_REDIRECTS = 5
 SETTINGS_TTL_SECONDS = 30.0
 # Looking for a prediction an interrupted create made: how far back, and how many executions at most.
 CLOCK_SKEW_SECONDS = 60.0
 EXECUTIONS_SCAN_LIMIT = 500
 
-
 # Each event loop's connection settings, by connection id, with when they were read.
 _loop_settings: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[str, tuple[float, EachlabsSettings]]
 ] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class EachlabsSettings:
-    """What the connection says, read once; ``repr`` leaves the key out."""
-
-    host: str
-    api_key: str
-    timeout: float = DEFAULT_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    backoff_initial: float = DEFAULT_BACKOFF_INITIAL
-    backoff_max: float = DEFAULT_BACKOFF_MAX
-
-    def __repr__(self) -> str:
-        return f"EachlabsSettings(host={self.host!r}, api_key=***, timeout={self.timeout})"
-
-    @classmethod
-    def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> EachlabsSettings:
-        api_key = (conn.password or "").strip()
-        if not api_key:
-            raise api.EachlabsAuthError(
-                f"Eachlabs connection {conn.conn_id!r} has no API key: put it in the password field"
-            )
-        return cls(
-            host=api.validate_host(_connection_host(conn)),
-            api_key=api_key,
-            timeout=float(_extra(extra, "timeout", DEFAULT_TIMEOUT)),
-            max_retries=int(_extra(extra, "max_retries", DEFAULT_MAX_RETRIES)),
-            backoff_initial=float(_extra(extra, "backoff_initial", DEFAULT_BACKOFF_INITIAL)),
-            backoff_max=float(_extra(extra, "backoff_max", DEFAULT_BACKOFF_MAX)),
-        )
-
-
-def _extra(extra: Mapping[str, Any], name: str, default: float) -> Any:
-    """Extras may be plain or carry the ``extra__eachlabs__`` prefix older UIs wrote."""
-    value = extra.get(name, extra.get(f"extra__eachlabs__{name}"))
-    return default if value in (None, "") else value
-
-
-def _connection_host(conn: Connection) -> str:
-    host = (conn.host or "").strip()
-    if not host:
-        return api.DEFAULT_HOST
-    if "://" not in host:
-        host = f"{conn.schema or 'https'}://{host}"
-    if conn.port and host.count(":") < 2:
-        host = f"{host.rstrip('/')}:{conn.port}"
-    return host
 
 
 class EachlabsHook(BaseHook):
@@ -100,15 +59,16 @@ class EachlabsHook(BaseHook):
     """
 
     conn_name_attr = "eachlabs_conn_id"
-    default_conn_name = "eachlabs_default"
-    conn_type = "eachlabs"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
     hook_name = "Eachlabs"
 
-    def __init__(self, eachlabs_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, eachlabs_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.eachlabs_conn_id = eachlabs_conn_id
         self._settings: EachlabsSettings | None = None
-        self._session: requests.Session | None = None
+        # Status requests sent by this hook (retries included): a wait reports them when it ends.
+        self.status_requests = 0
 
     def __repr__(self) -> str:
         return f"EachlabsHook(eachlabs_conn_id={self.eachlabs_conn_id!r})"
@@ -120,7 +80,7 @@ class EachlabsHook(BaseHook):
         if self._settings is None:
             from airflow.sdk.log import mask_secret
 
-            conn = self.get_connection(self.eachlabs_conn_id)
+            conn: Connection = self.get_connection(self.eachlabs_conn_id)
             self._settings = EachlabsSettings.from_connection(conn, conn.extra_dejson)
             # Airflow masks passwords it hands to tasks; this covers hooks built outside a task too.
             mask_secret(self._settings.api_key)
@@ -173,7 +133,7 @@ class EachlabsHook(BaseHook):
     ) -> str:
         """Start a prediction and return its id. Never re-sent once it may have reached the server."""
         request = api.create_prediction_request(model, input, webhook_url, webhook_secret)
-        prediction_id = self._call(request, api.read_created_prediction_id, idempotent=False)
+        prediction_id = self._call(request, api.read_created_prediction_id)
         self.log.info("Created Eachlabs prediction %s for model %s", prediction_id, model)
         return prediction_id
 
@@ -199,7 +159,7 @@ class EachlabsHook(BaseHook):
         for attempt in range(self.settings.max_retries + 1):
             try:
                 return self.create_prediction(model, input, webhook_url, webhook_secret)
-            except api.EachlabsAPIError as error:
+            except EachlabsAPIError as error:
                 if not api.create_outcome_unknown(error) or attempt == self.settings.max_retries:
                     raise
                 self.log.warning("The create may have gone through (%s); looking for its prediction", error)
@@ -246,19 +206,27 @@ class EachlabsHook(BaseHook):
         ids: list[str] = []
         for offset in range(0, EXECUTIONS_SCAN_LIMIT, 100):
             page = self.list_executions(limit=100, offset=offset, model=model)
-            rows = page.get("executions") or []
+            rows = page.get("executions")
+            rows = rows if isinstance(rows, list) else []
             for row in rows:
+                if not isinstance(row, Mapping):
+                    continue
                 created = api.parse_timestamp(row.get("created_at"))
                 if created is not None and created < earliest:
                     return ids
-                ids.append(str(row.get("id")))
+                ids.append(api.check_prediction_id(row.get("id")))
             if len(rows) < 100:
                 break
         return ids
 
-    def get_prediction(self, prediction_id: str) -> Prediction:
+    def get_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
+        """The prediction now; with ``deadline`` (epoch seconds), no retry sleeps past it."""
         request = api.get_prediction_request(prediction_id)
-        return self._call(request, lambda response: api.read_prediction(response, prediction_id))
+
+        def read(response: ApiResponse) -> Prediction:
+            return api.read_prediction(response, prediction_id)
+
+        return self._call(request, read, deadline=deadline, counted=True)
 
     def cancel_prediction(self, prediction_id: str) -> None:
         """Ask the API to stop a prediction; best effort on its side."""
@@ -280,59 +248,82 @@ class EachlabsHook(BaseHook):
         return body
 
     def upload_bytes(self, content: bytes, content_type: str) -> str:
-        """Upload a file through a presigned URL and return the ``public_url`` to pass as input."""
+        """Upload a file through a presigned URL and return the ``public_url`` to pass as input.
+
+        The presigned URL comes from the API's answer, so it gets the download rules (public https,
+        or the API host itself), the PUT follows no redirect, carries no key, and sends only the S3
+        upload headers the answer asked for.
+        """
         target = self._call(
             api.presign_upload_request(content_type),
             lambda response: api.read_presigned_upload(api.read_json(response)),
         )
-        headers = {"Content-Type": content_type, **target.required_headers}
-
-        def put() -> None:
-            api.raise_for_status(self._send_raw("PUT", target.presigned_url, headers=headers, data=content))
-
-        transport.call_with_retries(put, self.settings, idempotent=True, log=self.log)
+        if target.dropped_headers:
+            self.log.warning(
+                "The presign answer asked for headers that no S3 upload needs; not sent: %s",
+                ", ".join(target.dropped_headers),
+            )
+        on_api_host = is_api_host_url(target.presigned_url, self.settings.host)
+        if not (on_api_host or is_public_https_url(target.presigned_url)):
+            raise EachlabsUnsafeAnswerError(
+                f"refusing to upload to {target.presigned_url[:200]}: presigned URLs must be public "
+                "https:// URLs (or on the API host itself)"
+            )
+        put = HttpRequest(
+            "PUT",
+            target.presigned_url,
+            headers={"Content-Type": content_type, "User-Agent": api.USER_AGENT, **target.required_headers},
+            content=content,
+            public_only=not on_api_host,
+        )
+        self._send(put, True, api.raise_for_status)
         return target.public_url
 
-    def download(self, url: str, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> api.Download:
+    def download(self, url: str, max_bytes: int = MAX_OUTPUT_BYTES) -> api.Download:
         """Fetch an output file, safely: it comes from the internet, chosen by someone else.
 
-        Only public HTTPS URLs (or the API host's own files) are fetched, every redirect is checked
-        the same way before it is followed, the size is capped while reading, and the answer must
-        say it is an image. The key goes along only to the API host itself.
+        Only public HTTPS URLs (or the API host's own files) are fetched, never with the key; every
+        redirect is checked the same way before it is followed, the socket must reach a public
+        address, the size is capped while reading (after decompression), and the answer must say it
+        is an image.
         """
         from urllib.parse import urljoin
 
         for _ in range(MAX_REDIRECTS + 1):
-            self._check_download_url(url)
-            headers = self._auth_headers() if is_api_host_url(url, self.settings.host) else {}
-            result = transport.call_with_retries(
-                functools.partial(self._download_once, url, headers, max_bytes),
-                self.settings,
-                idempotent=True,
-                log=self.log,
+            on_api_host = is_api_host_url(url, self.settings.host)
+            if not (on_api_host or is_public_https_url(url)):
+                raise EachlabsDownloadError(
+                    f"refusing to download {url[:200]}: outputs are fetched only over https:// from "
+                    "public hosts (or from the API host itself)"
+                )
+            request = HttpRequest(
+                "GET",
+                url,
+                headers={"User-Agent": api.USER_AGENT, "Accept": "image/*"},
+                max_bytes=max_bytes,
+                oversize_error=EachlabsDownloadError,
+                public_only=not on_api_host,
             )
-            if isinstance(result, api.Download):
-                return result
-            url = urljoin(url, result)
-        raise api.EachlabsDownloadError(f"output {url} redirects more than {MAX_REDIRECTS} times")
-
-    def _check_download_url(self, url: str) -> None:
-        if not (is_api_host_url(url, self.settings.host) or is_public_https_url(url)):
-            raise api.EachlabsDownloadError(
-                f"refusing to download {url}: outputs are fetched only over https:// from public hosts "
-                "(or from the API host itself)"
-            )
+            fetched = self._send(request, True, functools.partial(api.read_download, url=url))
+            if isinstance(fetched, api.Download):
+                return fetched
+            url = urljoin(url, fetched)
+        raise EachlabsDownloadError(f"output {url[:200]} redirects more than {MAX_REDIRECTS} times")
 
     def wait_for_prediction(
         self,
         prediction_id: str,
         poll_interval: float | None = None,
-        timeout: float = 3600.0,
+        timeout: float = PREDICTION_TIMEOUT.total_seconds(),
         *,
         model: str | None = None,
         started_at: float | None = None,
     ) -> Prediction:
-        """Poll until the prediction ends; ``PredictionTimeout`` after ``timeout`` seconds."""
+        """Poll until the prediction ends; ``PredictionTimeout`` once ``timeout`` seconds have passed.
+
+        The deadline bounds everything inside the wait, retries of a failing status request too: the
+        last look is at the deadline, never after it.
+        """
         started = started_at if started_at is not None else time.time()
         loop = PollLoop(
             prediction_id,
@@ -343,77 +334,103 @@ class EachlabsHook(BaseHook):
         time.sleep(loop.first_wait(time.time()))
         while True:
             try:
-                step = loop.on_prediction(self.get_prediction(prediction_id), time.time())
-            except api.EachlabsError as error:
+                prediction = self.get_prediction(prediction_id, deadline=loop.deadline)
+                step = loop.on_prediction(prediction, time.time())
+            except EachlabsError as error:
                 step = loop.on_error(error, time.time())
             if step.note:
                 self.log.info(step.note)
             if step.done is not None:
                 return step.done
             if step.timed_out:
-                raise api.PredictionTimeout(prediction_id, time.time() - started, loop.last_status)
+                waited = time.time() - started
+                self.log.info(
+                    "Stopped waiting for prediction %s after %.1fs and %d status requests",
+                    prediction_id,
+                    waited,
+                    self.status_requests,
+                )
+                raise PredictionTimeout(prediction_id, waited, loop.last_status)
             time.sleep(step.wait)
 
     # --- async counterparts for the triggerer -----------------------------------------------------
 
-    async def aget_prediction(self, prediction_id: str) -> Prediction:
+    async def aget_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
         request = api.get_prediction_request(prediction_id)
-        return await self._acall(request, lambda response: api.read_prediction(response, prediction_id))
+
+        def read(response: ApiResponse) -> Prediction:
+            return api.read_prediction(response, prediction_id)
+
+        return await self._acall(request, read, deadline=deadline, counted=True)
 
     async def acancel_prediction(self, prediction_id: str) -> None:
         await self._acall(api.cancel_prediction_request(prediction_id), api.read_json)
 
-    # --- sync transport ---------------------------------------------------------------------------
+    # --- sending, with the one retry layer --------------------------------------------------------
 
-    def _auth_headers(self) -> dict[str, str]:
-        return api.auth_headers(self.settings.api_key)
-
-    @property
-    def session(self) -> requests.Session:
-        if self._session is None:
-            import requests
-
-            self._session = requests.Session()
-        return self._session
-
-    def _call(self, request: ApiRequest, read: Callable[[ApiResponse], T], *, idempotent: bool = True) -> T:
-        """Send an API request and read its answer, retrying as ``api.should_retry`` allows.
+    def _call(
+        self,
+        request: ApiRequest,
+        read: Callable[[ApiResponse], T],
+        *,
+        deadline: float | None = None,
+        counted: bool = False,
+    ) -> T:
+        """Send an API request and read its answer, retrying as the request and the error allow.
 
         Reading happens inside the retry, so an unreadable answer to a GET is asked for again.
         """
+        return self._send(request.to_http(self.settings), request.resendable, read, deadline, counted)
+
+    def _send(
+        self,
+        request: HttpRequest,
+        resendable: bool,
+        read: Callable[[ApiResponse], T],
+        deadline: float | None = None,
+        counted: bool = False,
+    ) -> T:
+        from airflow_provider_eachlabs.transport import sync
+
+        settings = self.settings
 
         def attempt() -> T:
-            response = self._send_raw(
-                request.method,
-                self.settings.host + request.path,
-                headers=self._auth_headers(),
-                json=request.json,
-                params=request.params,
-            )
-            return read(response)
+            self.status_requests += counted
+            return read(sync.send(request, settings))
 
-        return transport.call_with_retries(attempt, self.settings, idempotent=idempotent, log=self.log)
+        return retrying.call_with_retries(
+            attempt, settings, resendable=resendable, log=self.log, deadline=deadline
+        )
 
-    def _send_raw(self, method: str, url: str, **kwargs: Any) -> ApiResponse:
-        return transport.send(self.session, method, url, timeout=self.settings.timeout, **kwargs)
+    async def _acall(
+        self,
+        request: ApiRequest,
+        read: Callable[[ApiResponse], T],
+        *,
+        deadline: float | None = None,
+        counted: bool = False,
+    ) -> T:
+        """``_call`` for the triggerer, on the event loop's shared session."""
+        from airflow_provider_eachlabs.transport import aio
 
-    def _download_once(self, url: str, headers: dict[str, str], max_bytes: int) -> api.Download | str:
-        return transport.download_once(self.session, url, headers, max_bytes, self.settings.timeout)
-
-    # --- async transport -------------------------------------------------------------------------
-
-    async def _acall(self, request: ApiRequest, read: Callable[[ApiResponse], T]) -> T:
-        """``_call`` for the triggerer: idempotent requests only, the same retry policy."""
         settings = await self.aget_settings()
-        url = settings.host + request.path
+        http_request = request.to_http(settings)
 
         async def attempt() -> T:
-            return read(await transport.send_async(url, request, settings))
+            self.status_requests += counted
+            return read(await aio.send(http_request, settings))
 
-        return await transport.acall_with_retries(attempt, settings, log=self.log)
+        result: T = await retrying.acall_with_retries(
+            attempt, settings, resendable=request.resendable, log=self.log, deadline=deadline
+        )
+        return result
 
 
 def _sent_input_matches(sent: Mapping[str, Any], candidate: Any) -> bool:
     """Every field this provider sent is in the candidate's input, unchanged (the API may add defaults)."""
     received = candidate.get("input") if isinstance(candidate, Mapping) else None
     return isinstance(received, Mapping) and all(received.get(k) == v for k, v in sent.items())
+
+
+# ``EachlabsSettings`` moved to ``settings``; it stays importable from here.
+__all__ = ["EachlabsHook", "EachlabsSettings"]

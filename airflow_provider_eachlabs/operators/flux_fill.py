@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_eachlabs.api import Prediction
+    from airflow_provider_eachlabs.record import TaskRecord
 
 
 class FluxFillOperator(EachlabsPredictionOperator):
@@ -49,6 +50,7 @@ class FluxFillOperator(EachlabsPredictionOperator):
         "safety_tolerance",
         "output_format",
         "webhook_url",
+        "webhook_secret",
         "output_path",
         "preview_path",
     )
@@ -81,45 +83,30 @@ class FluxFillOperator(EachlabsPredictionOperator):
         self.preview_path = preview_path
         self._input_bytes: dict[str, bytes] = {}
 
-    def build_input(self, context: Context) -> dict[str, Any]:
+    def build_input(self, context: Context, record: TaskRecord) -> dict[str, Any]:
         """Validate every field and read every file input, then upload (reusing an earlier try's uploads).
 
         All checks come before the first request, so bad input costs no upload and no prediction.
         """
         from dataclasses import fields
 
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from airflow_provider_eachlabs.inputs import EachlabsInputError, FluxFillInput, is_web_reference
-        from airflow_provider_eachlabs.operators.prediction import STATE_UPLOADS_KEY
+        from airflow_provider_eachlabs.inputs import FluxFillInput, is_web_reference
         from airflow_provider_eachlabs.storage import check_fill_inputs, load_image, upload_image
 
-        try:
-            rendered = {field.name: getattr(self, field.name) for field in fields(FluxFillInput)}
-            checked = FluxFillInput.validate(**rendered, api_host=self.hook.host)
-            body = checked.to_api()
-            files = {
-                field: load_image(field, body[field])
-                for field in ("image", "mask")
-                if body.get(field) and not is_web_reference(body[field])
-            }
-            check_fill_inputs(files.get("image"), files.get("mask"), mask_given="mask" in body)
-        except EachlabsInputError as error:
-            raise AirflowFailException(str(error)) from error
-        store = context.get("task_state_store")
-        earlier = store.get(STATE_UPLOADS_KEY) if store is not None else None
-        uploads = {str(k): str(v) for k, v in earlier.items()} if isinstance(earlier, dict) else {}
+        rendered = {field.name: getattr(self, field.name) for field in fields(FluxFillInput)}
+        body = FluxFillInput.validate(**rendered, api_host=self.hook.host).to_api()
+        files = {
+            field: load_image(field, body[field])
+            for field in ("image", "mask")
+            if body.get(field) and not is_web_reference(body[field])
+        }
+        check_fill_inputs(files.get("image"), files.get("mask"), mask_given="mask" in body)
         for image in files.values():
-            body[image.field] = upload_image(self.hook, image, uploads)
+            body[image.field] = upload_image(self.hook.upload_bytes, image, record.uploads, self.log)
             self._input_bytes[image.field] = image.content
-        if files and store is not None:
-            store.set(STATE_UPLOADS_KEY, dict[str, Any](uploads))
         return body
 
     def expected_output_format(self) -> str | None:
-        return str(self.output_format)
-
-    def output_extension(self, prediction: Prediction) -> str:
         return str(self.output_format)
 
     def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
@@ -130,7 +117,8 @@ class FluxFillOperator(EachlabsPredictionOperator):
 
     def _write_preview(self, output_url: str) -> str:
         from airflow_provider_eachlabs.inputs import is_web_reference
-        from airflow_provider_eachlabs.storage import read_source, write_preview
+        from airflow_provider_eachlabs.preview import write_preview
+        from airflow_provider_eachlabs.storage import read_source
 
         def load(field: str, source: str) -> bytes:
             if field in self._input_bytes:

@@ -14,45 +14,33 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_eachlabs.links import PREDICTION_ID_KEY, PREDICTION_URL_KEY, EachlabsPredictionLink
+from airflow_provider_eachlabs.failing import final_errors_fail_the_task
+from airflow_provider_eachlabs.links import EachlabsPredictionLink
+from airflow_provider_eachlabs.results import PREDICTION_ID_KEY, PREDICTION_URL_KEY, prediction_summary
+from airflow_provider_eachlabs.settings import (
+    DEFAULT_CONN_ID,
+    MAX_OUTPUT_BYTES,
+    PREDICTION_TIMEOUT,
+    default_deferrable,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_eachlabs.api import Prediction
     from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+    from airflow_provider_eachlabs.record import TaskRecord
 
-# task_state_store keys: renaming them breaks re-attachment of retries already in flight.
-STATE_PREDICTION_KEY = "eachlabs_prediction"
-STATE_UPLOADS_KEY = "eachlabs_uploads"
-DEFAULT_TIMEOUT = timedelta(hours=1)
-
-
-def prediction_summary(prediction: Prediction) -> dict[str, Any]:
-    """The small XCom result every task of this provider returns: ids, URL and numbers, no bytes."""
-    metrics = prediction.metrics
-    return {
-        "prediction_id": prediction.id,
-        "status": prediction.status,
-        "output_url": prediction.output_url,
-        "predict_time": metrics.get("predict_time"),
-        "cost": metrics.get("cost"),
-        "metrics": metrics,
-    }
-
-
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable``, as Airflow's own deferrable operators read it."""
-    from airflow.sdk.configuration import conf
-
-    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+# Kept importable for DAGs and tests written against earlier releases.
+DEFAULT_TIMEOUT = PREDICTION_TIMEOUT
 
 
 class EachlabsPredictionOperator(BaseOperator):
     """Run one Eachlabs prediction of any model and return a small result.
 
     :param model: the model slug, e.g. ``flux-fill-pro``. Templated.
-    :param input: the model's input object, sent as is. Templated.
+    :param input: the model's input object. Templated. Checked before the create against the JSON
+        Schema the API publishes for the model (``GET /v1/model``), so bad input costs nothing.
     :param eachlabs_conn_id: the ``eachlabs`` connection holding the API key.
     :param deferrable: wait in the triggerer, freeing the worker slot. Defaults to
         ``[operators] default_deferrable``.
@@ -61,14 +49,19 @@ class EachlabsPredictionOperator(BaseOperator):
         expected run time, then every second, then less often for long runs.
     :param timeout: how long the prediction may run (seconds or timedelta); past it the prediction is
         cancelled and the task fails with ``PredictionTimeout``.
-    :param webhook_url: passed to the API, which POSTs the result there when the prediction ends.
-    :param webhook_secret: passed to the API to sign webhook calls. Not templated, never logged.
+    :param webhook_url: an https:// URL passed to the API for its webhook. Templated.
+    :param webhook_secret: passed to the API to sign webhook calls. Templated, so it can come from a
+        connection or a Variable (``{{ conn.my_hook.password }}``); masked in logs and rendered fields.
     :param output_path: where to store the first output file (local path or object-storage URI; a
-        folder-like path gets ``<prediction id>.<ext>``). Templated. None keeps only the URL.
+        folder-like path gets ``<prediction id>.<ext>``, the extension of the image type its bytes
+        show). Templated. None keeps only the URL.
     :param max_output_bytes: the largest output download accepted.
+    :param retry_unknown_failures: whether a prediction that failed for a reason the API does not
+        classify gets a fresh prediction on a task retry (True, the default) or fails the task at once.
+        Content-policy and input rejections always fail at once; known transient ones are retried.
     """
 
-    template_fields: Sequence[str] = ("model", "input", "webhook_url", "output_path")
+    template_fields: Sequence[str] = ("model", "input", "webhook_url", "webhook_secret", "output_path")
     template_fields_renderers = {"input": "json"}
     operator_extra_links = (EachlabsPredictionLink(),)
     ui_color = "#e8f0fe"
@@ -78,15 +71,16 @@ class EachlabsPredictionOperator(BaseOperator):
         *,
         model: str,
         input: Mapping[str, Any] | None = None,
-        eachlabs_conn_id: str = "eachlabs_default",
+        eachlabs_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
         wait_for_completion: bool = True,
         poll_interval: float | None = None,
-        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        timeout: float | timedelta = PREDICTION_TIMEOUT,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         output_path: str | None = None,
-        max_output_bytes: int = 50 * 1024 * 1024,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        retry_unknown_failures: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,6 +95,7 @@ class EachlabsPredictionOperator(BaseOperator):
         self.webhook_secret = webhook_secret
         self.output_path = output_path
         self.max_output_bytes = max_output_bytes
+        self.retry_unknown_failures = retry_unknown_failures
         self.prediction_id: str | None = None
         # Files fetched during this try, by URL: the output is stored and previewed from one download.
         self._fetched: dict[str, bytes] = {}
@@ -113,14 +108,20 @@ class EachlabsPredictionOperator(BaseOperator):
 
     # --- steps subclasses refine --------------------------------------------------------------------
 
-    def build_input(self, context: Context) -> dict[str, Any]:
-        """The ``input`` object to send; FluxFillOperator validates and uploads here."""
+    def build_input(self, context: Context, record: TaskRecord) -> dict[str, Any]:
+        """The ``input`` object to send, checked against the model's published schema.
+
+        FluxFillOperator replaces this: it checks the model page's exact rules and uploads files.
+        """
+        from airflow_provider_eachlabs.schema import check_against_schema, published_schema
+
+        schema = published_schema(self.hook.host, self.model, self.hook.get_model, self.log)
+        if schema is not None:
+            check_against_schema(self.input, schema)
         return dict(self.input)
 
-    def output_extension(self, prediction: Prediction) -> str:
-        url = prediction.output_url or ""
-        tail = url.rsplit("/", 1)[-1].split("?", 1)[0]
-        return tail.rsplit(".", 1)[-1].lower() if "." in tail else "bin"
+    def expected_output_format(self) -> str | None:
+        return None
 
     def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
         """Store the output when asked and return the small XCom result."""
@@ -134,9 +135,12 @@ class EachlabsPredictionOperator(BaseOperator):
         if self.output_path and prediction.output_url:
             from airflow_provider_eachlabs import storage
 
-            target = storage.output_target(self.output_path, prediction.id, self.output_extension(prediction))
             content = self.fetch(prediction.output_url)
-            stored = storage.store_output(content, target, self.expected_output_format())
+            info = storage.check_output(
+                content, self.expected_output_format(), f"of prediction {prediction.id}"
+            )
+            target = storage.output_target(self.output_path, prediction.id, info.kind)
+            stored = storage.store_output(content, info, target)
             self.log.info("Stored the output of prediction %s at %s", prediction.id, stored.path)
             result.update(stored.to_dict())
         return result
@@ -147,20 +151,26 @@ class EachlabsPredictionOperator(BaseOperator):
             self._fetched[url] = self.hook.download(url, self.max_output_bytes).content
         return self._fetched[url]
 
-    def expected_output_format(self) -> str | None:
-        return None
-
     def result_for(self, prediction: Prediction) -> dict[str, Any]:
         return {**prediction_summary(prediction), "model": self.model}
 
     # --- the task -----------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        if self.webhook_secret:
-            from airflow.sdk.log import mask_secret
+        with final_errors_fail_the_task():
+            return self._execute(context)
 
-            mask_secret(self.webhook_secret)
-        prediction_id, started_at, done = self._submit_or_reattach(context)
+    def _execute(self, context: Context) -> Any:
+        from airflow_provider_eachlabs.record import TaskRecord
+
+        self._check_webhook()
+        record = TaskRecord.load(context)
+        if not record.stored:
+            self.log.warning(
+                "task_state_store is not available (Airflow older than 3.3): a retry of this task "
+                "cannot re-attach to the prediction this try creates and will create another"
+            )
+        prediction_id, started_at, done = self._submit_or_reattach(context, record)
         if not self.wait_for_completion:
             return prediction_id
         if done is not None:
@@ -169,59 +179,67 @@ class EachlabsPredictionOperator(BaseOperator):
             self._defer(prediction_id, started_at, self._deadline(context, started_at))
         return self._wait_here(context, prediction_id, started_at)
 
-    def _submit_or_reattach(self, context: Context) -> tuple[str, float, Prediction | None]:
+    def _check_webhook(self) -> None:
+        """The webhook URL must be https; the secret is masked before anything can log it."""
+        if self.webhook_secret:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(str(self.webhook_secret))
+        if self.webhook_url:
+            from airflow_provider_eachlabs.addresses import PUBLIC_URL_RULE, is_public_https_url
+            from airflow_provider_eachlabs.exceptions import EachlabsInputError
+
+            if not is_public_https_url(str(self.webhook_url)):
+                raise EachlabsInputError("webhook_url", self.webhook_url, PUBLIC_URL_RULE)
+
+    def _submit_or_reattach(
+        self, context: Context, record: TaskRecord
+    ) -> tuple[str, float, Prediction | None]:
         """Re-attach to the prediction an earlier try started, or create one and record it at once.
 
-        The record in ``task_state_store`` is written before the create is sent (``sent_at``) and
-        completed with the id right after, so a try that died in between leaves a trace: the next try
-        looks for the prediction that create may have made before it pays for another.
+        The record reads as three states (see ``record``): created (re-attach unless it failed),
+        sent without an id (an earlier try died between sending and recording: look for what it made
+        before paying again), nothing sent. The record is saved before the create is sent.
         """
-        store = context.get("task_state_store")
-        if store is None:
-            self.log.warning(
-                "task_state_store is not available (Airflow older than 3.3): a retry of this task "
-                "cannot re-attach to the prediction this try creates and will create another"
-            )
-        stored = store.get(STATE_PREDICTION_KEY) if store is not None else None
-        earlier: Mapping[str, Any] = stored if isinstance(stored, Mapping) else {}
-        finished = earlier.get("finished_ids")
-        finished_ids = [str(i) for i in finished] if isinstance(finished, list) else []
-        if earlier.get("id"):
-            reattached = self._reattach(str(earlier["id"]), _as_float(earlier.get("started_at"), time.time()))
+        from airflow_provider_eachlabs.record import RecordState
+
+        if record.state is RecordState.CREATED:
+            assert record.prediction_id is not None
+            reattached = self._reattach(record.prediction_id, record.started_at or time.time())
             if reattached is not None:
                 return reattached
-            finished_ids.append(str(earlier["id"]))
-        input_ = self.build_input(context)
-        if earlier.get("sent_at") and not earlier.get("id"):
+            record.finished()
+        input_ = self.build_input(context, record)
+        if record.state is RecordState.SENT_WITHOUT_ID:
+            assert record.sent_at is not None
             found = self.hook.find_prediction(
-                self.model, input_, since=_as_float(earlier["sent_at"], time.time()), exclude=finished_ids
+                self.model, input_, since=record.sent_at, exclude=record.finished_ids
             )
             if found is not None:
                 self.log.info(
                     "Found prediction %s, created by an earlier try that died before recording it", found
                 )
-                self._record(context, found, time.time(), finished_ids)
-                reattached = self._reattach(found, time.time())
+                self._record(context, record, found)
+                reattached = self._reattach(found, record.started_at or time.time())
                 if reattached is not None:
                     return reattached
-                finished_ids.append(found)
-        sent_at = time.time()
-        _save_record(context, {"sent_at": sent_at, "finished_ids": finished_ids})
+                record.finished()
+        record.sending(time.time())
+        record.save(context)
         prediction_id = self.hook.submit_prediction(
             self.model,
             input_,
             webhook_url=self.webhook_url,
             webhook_secret=self.webhook_secret,
-            since=sent_at,
-            exclude=finished_ids,
+            since=record.sent_at,
+            exclude=record.finished_ids,
         )
-        started_at = time.time()
-        self._record(context, prediction_id, started_at, finished_ids)
-        return prediction_id, started_at, None
+        self._record(context, record, prediction_id)
+        return prediction_id, record.started_at or time.time(), None
 
     def _reattach(self, prediction_id: str, started_at: float) -> tuple[str, float, Prediction | None] | None:
         """The earlier prediction to carry on with, or None when a new one is needed."""
-        from airflow_provider_eachlabs.api import EachlabsNotFoundError
+        from airflow_provider_eachlabs.exceptions import EachlabsNotFoundError
 
         try:
             prediction = self.hook.get_prediction(prediction_id)
@@ -243,14 +261,13 @@ class EachlabsPredictionOperator(BaseOperator):
         )
         return prediction_id, started_at, prediction if prediction.succeeded else None
 
-    def _record(
-        self, context: Context, prediction_id: str, started_at: float, finished_ids: list[str]
-    ) -> None:
+    def _record(self, context: Context, record: TaskRecord, prediction_id: str) -> None:
         """Remember the prediction before anything else can fail: for retries, and for the UI link."""
         from airflow_provider_eachlabs.api import prediction_url
 
         self.prediction_id = prediction_id
-        _save_record(context, {"id": prediction_id, "started_at": started_at, "finished_ids": finished_ids})
+        record.created(prediction_id, time.time())
+        record.save(context)
         ti = context["ti"]
         ti.xcom_push(key=PREDICTION_ID_KEY, value=prediction_id)
         ti.xcom_push(key=PREDICTION_URL_KEY, value=prediction_url(self.hook.host, prediction_id))
@@ -289,7 +306,8 @@ class EachlabsPredictionOperator(BaseOperator):
         """Wait on the worker; ``timeout`` and ``execution_timeout`` both cancel the prediction."""
         from airflow.sdk.exceptions import AirflowTaskTimeout
 
-        from airflow_provider_eachlabs.api import PredictionTimeout, raise_for_prediction_end
+        from airflow_provider_eachlabs.api import raise_for_prediction_end
+        from airflow_provider_eachlabs.exceptions import PredictionTimeout
 
         try:
             prediction = self.hook.wait_for_prediction(
@@ -301,16 +319,20 @@ class EachlabsPredictionOperator(BaseOperator):
         except AirflowTaskTimeout as timeout:
             self._cancel_quietly(prediction_id)
             raise PredictionTimeout(prediction_id, time.time() - started_at, None) from timeout
-        raise_for_prediction_end(prediction)
+        raise_for_prediction_end(prediction, retry_unknown_failures=self.retry_unknown_failures)
         return self.finish(context, prediction)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: check the event, fail with everything the API said, or finish."""
-        from airflow_provider_eachlabs.api import PredictionTimeout
+        with final_errors_fail_the_task():
+            return self._complete(context, event)
+
+    def _complete(self, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
+        from airflow_provider_eachlabs.exceptions import PredictionTimeout
         from airflow_provider_eachlabs.triggers.prediction import prediction_from_event
 
         try:
-            prediction = prediction_from_event(event)
+            prediction = prediction_from_event(event, retry_unknown_failures=self.retry_unknown_failures)
         except PredictionTimeout as timeout:
             self._cancel_quietly(timeout.prediction_id)
             raise
@@ -327,21 +349,3 @@ class EachlabsPredictionOperator(BaseOperator):
             self.hook.cancel_prediction(prediction_id)
         except Exception as error:
             self.log.warning("Could not cancel prediction %s: %s", prediction_id, error)
-
-
-def _as_float(value: object, default: float) -> float:
-    return float(value) if isinstance(value, (int, float)) else default
-
-
-def _save_record(context: Context, record: dict[str, Any]) -> None:
-    """Keep the prediction record for every later try of this task instance (Airflow 3.3+)."""
-    store = context.get("task_state_store")
-    if store is not None:
-        store.set(STATE_PREDICTION_KEY, record, retention=_never_expire())
-
-
-def _never_expire() -> Any:
-    """Airflow's "keep for good" retention: a record must outlive every retry, however late."""
-    from airflow.sdk.execution_time import context
-
-    return getattr(context, "NEVER_EXPIRE", None)

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_eachlabs.failing import final_errors_fail_the_task
 from airflow_provider_eachlabs.links import EachlabsPredictionLink
-from airflow_provider_eachlabs.operators.prediction import default_deferrable, prediction_summary
+from airflow_provider_eachlabs.results import prediction_summary
+from airflow_provider_eachlabs.settings import DEFAULT_CONN_ID, PREDICTION_TIMEOUT, default_deferrable
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from airflow_provider_eachlabs.api import Prediction
     from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
 
-DEFAULT_SENSOR_TIMEOUT = timedelta(hours=1)
+DEFAULT_SENSOR_TIMEOUT = PREDICTION_TIMEOUT
 
 
 class PredictionSensor(BaseSensorOperator):
@@ -41,7 +43,7 @@ class PredictionSensor(BaseSensorOperator):
         self,
         *,
         prediction_id: str,
-        eachlabs_conn_id: str = "eachlabs_default",
+        eachlabs_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
         poke_interval: float | timedelta = 5,
         timeout: float | timedelta = DEFAULT_SENSOR_TIMEOUT,
@@ -59,6 +61,13 @@ class PredictionSensor(BaseSensorOperator):
         return EachlabsHook(self.eachlabs_conn_id)
 
     def execute(self, context: Context) -> Any:
+        with final_errors_fail_the_task():
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> Any:
+        from airflow_provider_eachlabs.api import check_prediction_id
+
+        self.prediction_id = check_prediction_id(self.prediction_id, field_name="prediction_id")
         if not self.deferrable:
             return super().execute(context)
         from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
@@ -76,33 +85,25 @@ class PredictionSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        prediction = self.hook.get_prediction(self.prediction_id)
-        self.log.info("Prediction %s is %r", self.prediction_id, prediction.status)
-        if not prediction.is_terminal:
-            return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self._result(prediction))
+        with final_errors_fail_the_task():
+            prediction = self.hook.get_prediction(self.prediction_id)
+            self.log.info("Prediction %s is %r", self.prediction_id, prediction.status)
+            if not prediction.is_terminal:
+                return PokeReturnValue(is_done=False)
+            return PokeReturnValue(is_done=True, xcom_value=self._result(prediction))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        from airflow_provider_eachlabs.api import PredictionTimeout
         from airflow_provider_eachlabs.triggers.prediction import prediction_from_event
 
-        try:
+        with final_errors_fail_the_task():
             return self._result(prediction_from_event(event, self.prediction_id))
-        except PredictionTimeout:
-            raise
-        except Exception as error:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(str(error)) from error
 
     def _result(self, prediction: Prediction) -> dict[str, Any]:
-        """The result dict, or a final failure: a failed prediction does not get better by waiting."""
-        from airflow.sdk.exceptions import AirflowFailException
+        """The result dict, or the error a failed or cancelled prediction stands for.
 
-        from airflow_provider_eachlabs.api import EachlabsError, raise_for_prediction_end
+        A sensor cannot start a new prediction, so a failure is final here whatever its cause.
+        """
+        from airflow_provider_eachlabs.api import raise_for_prediction_end
 
-        try:
-            raise_for_prediction_end(prediction)
-        except EachlabsError as error:
-            raise AirflowFailException(str(error)) from error
+        raise_for_prediction_end(prediction, retry_unknown_failures=False)
         return prediction_summary(prediction)

@@ -15,9 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_eachlabs import api, transport
+from airflow_provider_eachlabs import api
 from airflow_provider_eachlabs.api import Prediction
-from airflow_provider_eachlabs.polling import PollLoop, PollSchedule
+from airflow_provider_eachlabs.exceptions import (
+    EachlabsError,
+    PredictionCancelled,
+    PredictionFailed,
+    PredictionTimeout,
+    PredictionWaitFailed,
+    is_final,
+)
+from airflow_provider_eachlabs.polling import DEFAULT_EXPECTED_SECONDS, PollLoop, PollSchedule
 
 if TYPE_CHECKING:
     from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
@@ -43,7 +51,7 @@ class PredictionTrigger(BaseTrigger):
         deadline: float,
         started_at: float,
         poll_interval: float | None = None,
-        expected_seconds: float = 5.0,
+        expected_seconds: float = DEFAULT_EXPECTED_SECONDS,
     ) -> None:
         super().__init__()
         self.prediction_id = prediction_id
@@ -68,19 +76,25 @@ class PredictionTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+        from airflow_provider_eachlabs.transport import aio
 
         hook = EachlabsHook(self.eachlabs_conn_id)
-        loop = PollLoop(
-            self.prediction_id,
-            started_at=self.started_at,
-            deadline=self.deadline,
-            schedule=PollSchedule(self.poll_interval, self.expected_seconds),
-        )
         try:
-            async with transport.shared_session():
+            loop = PollLoop(
+                api.check_prediction_id(self.prediction_id),
+                started_at=self.started_at,
+                deadline=self.deadline,
+                schedule=PollSchedule(self.poll_interval, self.expected_seconds),
+            )
+            async with aio.shared_session():
                 payload = await self._wait(hook, loop)
-        except api.EachlabsError as error:
-            payload = {"status": "error", "prediction_id": self.prediction_id, "message": str(error)}
+        except Exception as error:  # whatever failed, the task gets one event it can read
+            payload = {
+                "status": "error",
+                "prediction_id": self.prediction_id,
+                "message": str(error) or type(error).__name__,
+                "final": is_final(error),
+            }
         yield TriggerEvent(payload)
 
     async def _wait(self, hook: EachlabsHook, loop: PollLoop) -> dict[str, Any]:
@@ -88,14 +102,20 @@ class PredictionTrigger(BaseTrigger):
         await asyncio.sleep(loop.first_wait(time.time()))
         while True:
             try:
-                step = loop.on_prediction(await hook.aget_prediction(self.prediction_id), time.time())
-            except api.EachlabsError as error:
+                prediction = await hook.aget_prediction(self.prediction_id, deadline=loop.deadline)
+                step = loop.on_prediction(prediction, time.time())
+            except EachlabsError as error:
                 step = loop.on_error(error, time.time())
             if step.note:
                 self.log.info(step.note)
             if step.done is not None:
                 return self._event_for(step.done)
             if step.timed_out:
+                self.log.info(
+                    "Stopped waiting for prediction %s at its deadline, after %d status requests",
+                    self.prediction_id,
+                    hook.status_requests,
+                )
                 return self._timeout_event(loop.last_status)
             await asyncio.sleep(step.wait)
 
@@ -116,12 +136,13 @@ class PredictionTrigger(BaseTrigger):
             self.log.warning("Could not cancel prediction %s: %s", self.prediction_id, error)
 
     def _event_for(self, prediction: Prediction) -> dict[str, Any]:
-        if prediction.succeeded:
-            status, message = "success", f"Prediction {prediction.id} succeeded"
-        elif prediction.cancelled:
-            status, message = "cancelled", str(api.PredictionCancelled(prediction))
-        else:
-            status, message = "failed", str(api.PredictionFailed(prediction))
+        status, message = "success", f"Prediction {prediction.id} succeeded"
+        try:
+            api.raise_for_prediction_end(prediction)
+        except PredictionCancelled as error:
+            status, message = "cancelled", str(error)
+        except PredictionFailed as error:
+            status, message = "failed", str(error)
         return {
             "status": status,
             "prediction_id": self.prediction_id,
@@ -134,32 +155,41 @@ class PredictionTrigger(BaseTrigger):
         return {
             "status": "timeout",
             "prediction_id": self.prediction_id,
-            "message": str(api.PredictionTimeout(self.prediction_id, waited, last_status)),
+            "message": str(PredictionTimeout(self.prediction_id, waited, last_status)),
             "waited_seconds": waited,
             "last_status": last_status,
         }
 
 
-def prediction_from_event(event: Mapping[str, Any] | None, expected_id: str | None = None) -> Prediction:
+def prediction_from_event(
+    event: Mapping[str, Any] | None,
+    expected_id: str | None = None,
+    *,
+    retry_unknown_failures: bool = True,
+) -> Prediction:
     """The successful prediction an event carries, or the error the event stands for.
 
     ``execute_complete`` of the operator and the sensor both call this, so a malformed event, a
     failure, a cancel and a timeout read the same everywhere.
     """
     if not isinstance(event, Mapping) or event.get("status") not in EVENT_STATUSES:
-        raise api.EachlabsError(f"PredictionTrigger sent an event this provider cannot read: {event!r}")
+        raise EachlabsError(f"PredictionTrigger sent an event this provider cannot read: {event!r}")
     prediction_id = str(event.get("prediction_id") or expected_id or "")
     if expected_id and prediction_id != expected_id:
-        raise api.EachlabsError(
+        raise EachlabsError(
             f"PredictionTrigger reported on prediction {prediction_id}, not {expected_id} as expected"
         )
     status = event["status"]
     if status == "timeout":
-        raise api.PredictionTimeout(
+        raise PredictionTimeout(
             prediction_id, float(event.get("waited_seconds") or 0.0), event.get("last_status")
         )
     if status == "error" or not isinstance(event.get("prediction"), Mapping):
-        raise api.EachlabsError(f"Waiting for prediction {prediction_id} failed: {event.get('message')}")
+        raise PredictionWaitFailed(
+            f"Waiting for prediction {prediction_id} failed: {event.get('message')}",
+            prediction_id=prediction_id,
+            final=bool(event.get("final")),
+        )
     prediction = Prediction.from_dict(event["prediction"])
-    api.raise_for_prediction_end(prediction)
+    api.raise_for_prediction_end(prediction, retry_unknown_failures=retry_unknown_failures)
     return prediction

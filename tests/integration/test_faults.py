@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_eachlabs.testing import EachlabsSimulator
 from tests.conftest import connection_json
@@ -60,10 +61,16 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> EachlabsSimulator:
 
 
 def run_fill(sim: EachlabsSimulator, step: str, fault: str, tmp_path: Path, **kwargs: Any) -> str:
-    """Run one fill, record its row, and return the outcome: "succeeded", or the error in full."""
+    """Run one fill, record its row, and return the outcome: "succeeded", or the error in full.
+
+    "failed at once" is a final error (``AirflowFailException``: Airflow does not retry the task);
+    "failed" names the class of an error Airflow's retries take over.
+    """
     try:
         result = fill(output_path=f"{tmp_path}/", **kwargs).execute(context())
         outcome = "succeeded" if Path(result["stored_path"]).exists() else "succeeded, nothing stored"
+    except AirflowFailException as error:
+        outcome = f"failed at once: {error}"
     except BaseException as error:
         outcome = f"failed: {type(error).__name__}: {error}"
     FAULT_ROWS.append(
@@ -71,7 +78,7 @@ def run_fill(sim: EachlabsSimulator, step: str, fault: str, tmp_path: Path, **kw
             "order": STEP_ORDER[step],
             "step": step,
             "fault": fault,
-            "outcome": UUID.sub("<id>", outcome.split(" [request id")[0])[:100],
+            "outcome": UUID.sub("<id>", outcome.split(" (request id")[0])[:100],
             "predictions created": sum(sim.counters.creates.values()),
             "requests made": sim.counters.requests,
         }
@@ -130,7 +137,7 @@ def test_a_lasting_fault_fails_with_a_clear_message(
     ("name", "params", "expected"),
     [
         ("status 'error'", {"final": "error"}, "failed: PredictionFailed"),
-        ("status 'canceled'", {"final": "canceled"}, "failed: PredictionCancelled"),
+        ("status 'canceled'", {"final": "canceled"}, "failed at once: Eachlabs prediction"),
         ("status 'created' while running", {"running": "created"}, "succeeded"),
         ("unknown status while running", {"running": "mystery"}, "succeeded"),
     ],
@@ -145,7 +152,7 @@ def test_status_variants(
 
 def test_moderation_failure_names_the_code(sim: EachlabsSimulator, tmp_path: Path):
     outcome = run_fill(sim, "poll", "moderation rejects", tmp_path, prompt="something forbidden")
-    assert outcome.startswith("failed: PredictionFailed") and "PROVIDER_REJECTED" in outcome
+    assert outcome.startswith("failed at once: Eachlabs prediction") and "PROVIDER_REJECTED" in outcome
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ task_state_store), so each path can be driven directly; whole DAG runs are in te
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,18 @@ class RecordingTI:
 
 
 class RecordingStateStore(dict[str, Any]):
+    """``task_state_store`` as Airflow 3.3 hands it to a task: values travel as JSON, and each key's
+    retention is kept so tests can check it."""
+
+    def __init__(self, initial: dict[str, Any] | None = None) -> None:
+        super().__init__(initial or {})
+        self.retention: dict[str, Any] = {}
+
     def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self[key] = value
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        self[key] = json.loads(json.dumps(value))
+        self.retention[key] = retention
 
 
 def context(store: RecordingStateStore | None = None) -> dict[str, Any]:
@@ -197,7 +208,7 @@ def test_sync_timeout_cancels_the_prediction(eachlabs_conn: EachlabsSimulator):
 
 
 def test_failed_prediction_fails_the_task_with_the_apis_words(eachlabs_conn: EachlabsSimulator):
-    with pytest.raises(api.PredictionFailed, match="PROVIDER_REJECTED"):
+    with pytest.raises(AirflowFailException, match="PROVIDER_REJECTED: The provider rejected the prompt"):
         fill(prompt="a forbidden thing").execute(context())
 
 

@@ -23,11 +23,14 @@ from tests.integration.test_operators import RecordingStateStore, context, fill
 
 
 def test_a_try_that_died_between_create_and_record_is_found_by_the_next(eachlabs_conn: EachlabsSimulator):
+    from airflow_provider_eachlabs.record import TaskRecord
+
     store = RecordingStateStore()
-    first = fill()
-    body = first.build_input(context(store))
-    sent_at = time.time()
-    store.set("eachlabs_prediction", {"sent_at": sent_at, "finished_ids": []})
+    first, first_context = fill(), context(store)
+    record = TaskRecord.load(first_context)
+    body = first.build_input(first_context, record)
+    record.sending(time.time())
+    record.save(first_context)
     orphan = first.hook.create_prediction("flux-fill-pro", body)  # the worker dies right here
     result = fill().execute(context(store))
     assert result["prediction_id"] == orphan

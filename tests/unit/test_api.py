@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from airflow_provider_eachlabs import api
+from airflow_provider_eachlabs.addresses import validate_api_host
 from airflow_provider_eachlabs.api import ApiResponse, Prediction, PredictionStatus
+from airflow_provider_eachlabs.exceptions import EachlabsConfigError, EachlabsInputError
+from airflow_provider_eachlabs.retrying import should_retry
 
 
 def response(status: int, body: Any, headers: dict[str, str] | None = None) -> ApiResponse:
@@ -61,15 +64,15 @@ def test_create_answer_without_id_is_a_response_error_naming_the_body():
     assert caught.value.request_id == "req-1"
 
 
-@pytest.mark.parametrize("id_key", ["id", "predictionID"])
-def test_prediction_answer_reads_id_output_metrics(id_key: str):
+@pytest.mark.parametrize("echoed", [{"id": "p1"}, {"predictionID": "p1"}, {"id": "../../etc/x"}, {}])
+def test_prediction_answer_keeps_the_id_asked_about_whatever_it_echoes(echoed: dict[str, str]):
     body = {
-        id_key: "p1",
+        **echoed,
         "status": "success",
         "output": "https://cdn.example.com/p1.png",
         "metrics": {"predict_time": 8.5, "cost": 0.05},
     }
-    prediction = api.read_prediction(response(200, body), "fallback")
+    prediction = api.read_prediction(response(200, body), "p1")
     assert prediction.id == "p1"
     assert prediction.output_url == "https://cdn.example.com/p1.png"
     assert prediction.metrics == {"predict_time": 8.5, "cost": 0.05}
@@ -81,6 +84,7 @@ def test_prediction_answer_reads_id_output_metrics(id_key: str):
     [
         (["https://a/1.png", "https://a/2.png"], "https://a/1.png"),
         ({"url": "https://a/x.jpg"}, "https://a/x.jpg"),
+        ({"images": [{"url": "https://a/y.png"}]}, "https://a/y.png"),
         ({"images": []}, None),
         ("not a url", None),
         (None, None),
@@ -99,9 +103,53 @@ def test_failure_detail_from_output_logs_and_message_all_reach_the_error():
         "message": "Prediction failed",
     }
     prediction = api.read_prediction(response(200, body), "p1")
-    text = str(api.PredictionFailed(prediction))
-    for expected in ("p1", "'error'", "PROVIDER_REJECTED", "prompt flagged", "moderation stage 2", "req-1"):
-        assert expected in text
+    with pytest.raises(api.PredictionFailed) as caught:
+        api.raise_for_prediction_end(prediction)
+    assert str(caught.value) == (
+        "Eachlabs prediction p1 ended with status 'error': PROVIDER_REJECTED: prompt flagged; Prediction "
+        "failed; moderation stage 2 (request id req-1). Not retried: a content-policy rejection does not "
+        "change on a retry."
+    )
+
+
+def test_a_rejection_is_said_once_even_when_the_logs_repeat_it():
+    prediction = Prediction(
+        id="p1",
+        status="failed",
+        output={"error_code": "PROVIDER_REJECTED", "error_message": "The provider rejected the prompt."},
+        logs="PROVIDER_REJECTED: The provider rejected the prompt.",
+    )
+    assert prediction.error_text == "PROVIDER_REJECTED: The provider rejected the prompt."
+
+
+@pytest.mark.parametrize(
+    ("code", "retry_unknown", "final"),
+    [
+        ("PROVIDER_REJECTED", True, True),
+        ("INVALID_INPUT", True, True),
+        ("INTERNAL_ERROR", True, False),
+        ("INTERNAL_ERROR", False, False),
+        ("SOMETHING_NEW", True, False),
+        ("SOMETHING_NEW", False, True),
+        (None, True, False),
+        (None, False, True),
+    ],
+)
+def test_a_failure_is_final_by_its_cause_and_the_switch_for_unknown_ones(
+    code: str | None, retry_unknown: bool, final: bool
+):
+    output = {"error_code": code, "error_message": "m"} if code else None
+    prediction = Prediction(id="p1", status="failed", output=output)
+    with pytest.raises(api.PredictionFailed) as caught:
+        api.raise_for_prediction_end(prediction, retry_unknown_failures=retry_unknown)
+    assert caught.value.final is final
+    assert ("Not retried" in str(caught.value)) is final
+
+
+def test_a_cancelled_prediction_is_final():
+    with pytest.raises(api.PredictionCancelled) as caught:
+        api.raise_for_prediction_end(Prediction(id="p1", status="canceled"))
+    assert caught.value.final
 
 
 @pytest.mark.parametrize(
@@ -138,7 +186,7 @@ def test_error_status_maps_to_its_class(status: int, error_class: type[api.Eachl
 def test_both_error_body_shapes_give_message_details_and_request_id(body: dict[str, Any]):
     with pytest.raises(api.EachlabsInvalidInputError) as caught:
         api.raise_for_status(response(400, body))
-    assert str(caught.value) == 'HTTP 400: Invalid input (details: {"field":"steps"}) [request id req-1]'
+    assert str(caught.value) == 'HTTP 400: Invalid input (details: {"field":"steps"}) (request id req-1)'
 
 
 def test_plain_text_error_body_is_kept():
@@ -167,7 +215,7 @@ def test_rate_limit_error_carries_retry_after():
 
 
 @pytest.mark.parametrize(
-    ("error", "idempotent", "retry"),
+    ("error", "resendable", "retry"),
     [
         (api.EachlabsRateLimitError("x", status_code=429), False, True),
         (api.EachlabsRateLimitError("x", status_code=429), True, True),
@@ -183,8 +231,23 @@ def test_rate_limit_error_carries_retry_after():
         (api.EachlabsConflictError("x", status_code=409), True, False),
     ],
 )
-def test_retry_policy(error: Exception, idempotent: bool, retry: bool):
-    assert api.should_retry(error, idempotent=idempotent) is retry
+def test_retry_policy(error: Exception, resendable: bool, retry: bool):
+    assert should_retry(error, resendable=resendable) is retry
+
+
+@pytest.mark.parametrize(
+    ("request_", "resendable"),
+    [
+        (api.get_prediction_request("p1"), True),
+        (api.cancel_prediction_request("p1"), True),
+        (api.presign_upload_request("image/png"), True),
+        (api.list_executions_request(), True),
+        (api.get_model_request("m"), True),
+        (api.create_prediction_request("m", {}), False),
+    ],
+)
+def test_each_request_knows_whether_it_may_be_sent_again(request_: api.ApiRequest, resendable: bool):
+    assert request_.resendable is resendable
 
 
 def test_requests_carry_both_auth_headers_and_user_agent():
@@ -200,8 +263,19 @@ def test_create_request_sends_no_version_and_only_given_webhook_fields():
     assert request.json == {"model": "flux-fill-pro", "input": {"prompt": "p"}, "webhook_url": "https://h/x"}
 
 
-def test_prediction_ids_are_escaped_in_paths():
-    assert api.get_prediction_request("a/b c").path == "/v1/prediction/a%2Fb%20c"
+@pytest.mark.parametrize("bad_id", [".", "..", "a/b", "a b", "../../etc/passwd", "x" * 129, "", "p\n1", 7])
+def test_unsafe_prediction_ids_are_refused_before_they_reach_a_path(bad_id: object):
+    with pytest.raises(api.EachlabsUnsafeAnswerError, match="must be 1 to 128 letters, digits"):
+        api.get_prediction_request(bad_id)  # type: ignore[arg-type]
+    with pytest.raises(EachlabsInputError, match=r"Invalid prediction_id=.*: must be 1 to 128"):
+        api.check_prediction_id(bad_id, field_name="prediction_id")
+
+
+@pytest.mark.parametrize("body", [{"predictionID": ".."}, {"predictionID": "../x"}, {"id": "a" * 200}])
+def test_an_unsafe_id_in_a_create_answer_is_refused_and_final(body: dict[str, str]):
+    with pytest.raises(api.EachlabsUnsafeAnswerError) as caught:
+        api.read_created_prediction_id(response(200, body))
+    assert caught.value.final
 
 
 @pytest.mark.parametrize(
@@ -216,13 +290,19 @@ def test_prediction_ids_are_escaped_in_paths():
     ],
 )
 def test_host_accepted(host: str, expected: str):
-    assert api.validate_host(host) == expected
+    assert validate_api_host(host if "://" in host or not host else f"https://{host}") == expected
 
 
-@pytest.mark.parametrize("host", ["http://api.eachlabs.ai", "http://10.0.0.5", "ftp://api.eachlabs.ai"])
+@pytest.mark.parametrize("host", ["http://api.eachlabs.ai", "http://10.0.0.5", "http://127.evil.example"])
 def test_plain_http_to_a_remote_host_is_refused(host: str):
-    with pytest.raises(ValueError, match="must use https://"):
-        api.validate_host(host)
+    with pytest.raises(EachlabsConfigError, match="must use https://"):
+        validate_api_host(host)
+
+
+@pytest.mark.parametrize("host", ["ftp://api.eachlabs.ai", "not a url", "https://"])
+def test_a_host_that_is_not_an_http_url_is_refused(host: str):
+    with pytest.raises(EachlabsConfigError, match="is not a URL"):
+        validate_api_host(host)
 
 
 def test_prediction_round_trips_through_primitives():

@@ -9,14 +9,8 @@ from airflow_provider_eachlabs.api import Prediction
 from airflow_provider_eachlabs.polling import PollLoop, PollSchedule, expected_seconds_for
 
 
-def loop(deadline: float = 100.0, interval: float | None = 1.0, errors: int = 2) -> PollLoop:
-    return PollLoop(
-        "p1",
-        started_at=0.0,
-        deadline=deadline,
-        schedule=PollSchedule(interval, 9.0),
-        max_consecutive_errors=errors,
-    )
+def loop(deadline: float = 100.0, interval: float | None = 1.0) -> PollLoop:
+    return PollLoop("p1", started_at=0.0, deadline=deadline, schedule=PollSchedule(interval, 9.0))
 
 
 def test_adaptive_schedule_looks_first_just_before_the_expected_time_then_every_second():
@@ -83,23 +77,19 @@ def test_wait_never_passes_the_deadline_and_the_deadline_times_out():
     assert poll.on_prediction(Prediction(id="p1", status="processing"), 10.0).timed_out
 
 
-def test_a_few_transient_errors_in_a_row_are_tolerated_then_raised():
-    poll = loop(errors=2)
+def test_a_transient_error_the_retries_gave_up_on_is_raised_before_the_deadline():
     server_error = api.EachlabsServerError("boom", status_code=502)
-    assert poll.on_error(server_error, 1.0).wait == 1.0
-    assert poll.on_error(server_error, 2.0).wait == 1.0
     with pytest.raises(api.EachlabsServerError):
-        poll.on_error(server_error, 3.0)
+        loop(deadline=10.0).on_error(server_error, 3.0)
 
 
-def test_a_success_resets_the_error_count():
-    poll = loop(errors=1)
-    server_error = api.EachlabsServerError("boom", status_code=503)
-    poll.on_error(server_error, 1.0)
-    poll.on_prediction(Prediction(id="p1", status="processing"), 2.0)
-    assert poll.on_error(server_error, 3.0).wait == 1.0
+def test_a_transient_error_at_the_deadline_is_the_timeout_it_caused():
+    rate_limited = api.EachlabsRateLimitError("slow down", status_code=429, retry_after=60)
+    step = loop(deadline=10.0).on_error(rate_limited, 10.0)
+    assert step.timed_out
+    assert step.note is not None and "HTTP 429" in step.note
 
 
-def test_final_errors_are_raised_at_once():
+def test_final_errors_are_raised_at_once_even_at_the_deadline():
     with pytest.raises(api.EachlabsAuthError):
-        loop().on_error(api.EachlabsAuthError("bad key", status_code=401), 1.0)
+        loop(deadline=10.0).on_error(api.EachlabsAuthError("bad key", status_code=401), 10.0)

@@ -71,9 +71,13 @@ def test_timeout_event_names_the_prediction_and_the_time_waited():
         prediction_from_event(event("timeout", waited_seconds=61.5, last_status="processing"))
 
 
-def test_error_event_raises_its_message():
-    with pytest.raises(api.EachlabsError, match="Waiting for prediction p1 failed: HTTP 401: bad key"):
-        prediction_from_event(event("error", message="HTTP 401: bad key"))
+@pytest.mark.parametrize("final", [True, False])
+def test_error_event_raises_its_message_and_keeps_its_finality(final: bool):
+    with pytest.raises(
+        api.EachlabsError, match="Waiting for prediction p1 failed: HTTP 401: bad key"
+    ) as caught:
+        prediction_from_event(event("error", message="HTTP 401: bad key", final=final))
+    assert caught.value.final is final
 
 
 @pytest.mark.parametrize("bad", [None, {}, {"status": "weird"}, "success"])

@@ -1,0 +1,108 @@
+"""The task's record in ``task_state_store``: what a retry needs to re-attach instead of paying again.
+
+A try writes the record before it sends the create (``sent_at``) and completes it with the id right
+after, so the next try finds the task in one of three states: nothing sent, sent without an id (the
+try died in between: look for the prediction before sending another), or created (re-attach). The
+record is versioned and its key names never change, because a retry of a task started by an older
+release must still read it. Uploads are remembered by content hash under a second key, so a retry
+does not upload the same bytes again. Airflow 3.2 has no ``task_state_store``: the record is then
+empty and unsaved, and the operator says what that costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_eachlabs.api import check_prediction_id
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# task_state_store keys: renaming them breaks re-attachment of retries already in flight.
+RECORD_KEY = "eachlabs_prediction"
+UPLOADS_KEY = "eachlabs_uploads"
+RECORD_VERSION = 1
+# Far beyond any retry schedule, and far below the API's 180 days for uploaded files.
+RETENTION = timedelta(days=30)
+
+
+class RecordState(Enum):
+    NOTHING_SENT = "nothing sent"
+    SENT_WITHOUT_ID = "sent without an id"
+    CREATED = "created"
+
+
+@dataclass
+class TaskRecord:
+    """One task instance's predictions across its tries."""
+
+    sent_at: float | None = None
+    prediction_id: str | None = None
+    started_at: float | None = None
+    finished_ids: list[str] = field(default_factory=list)
+    uploads: dict[str, str] = field(default_factory=dict)
+    stored: bool = True
+
+    @property
+    def state(self) -> RecordState:
+        if self.prediction_id:
+            return RecordState.CREATED
+        if self.sent_at is not None:
+            return RecordState.SENT_WITHOUT_ID
+        return RecordState.NOTHING_SENT
+
+    @classmethod
+    def load(cls, context: Context) -> TaskRecord:
+        """The record earlier tries left, in this release's shape or any older one."""
+        store = context.get("task_state_store")
+        if store is None:
+            return cls(stored=False)
+        raw = store.get(RECORD_KEY)
+        body: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        uploads = store.get(UPLOADS_KEY)
+        finished = body.get("finished_ids")
+        return cls(
+            sent_at=_number(body.get("sent_at")),
+            prediction_id=check_prediction_id(body["id"]) if body.get("id") else None,
+            started_at=_number(body.get("started_at")),
+            finished_ids=[check_prediction_id(i) for i in finished] if isinstance(finished, list) else [],
+            uploads={str(k): str(v) for k, v in uploads.items()} if isinstance(uploads, Mapping) else {},
+        )
+
+    def sending(self, now: float) -> None:
+        """About to send a create: whatever an earlier try created is finished with."""
+        if self.prediction_id:
+            self.finished_ids.append(self.prediction_id)
+        self.sent_at, self.prediction_id, self.started_at = now, None, None
+
+    def created(self, prediction_id: str, now: float) -> None:
+        self.prediction_id, self.started_at = prediction_id, now
+
+    def finished(self) -> None:
+        """The current prediction ended in a way a retry must not re-attach to."""
+        if self.prediction_id:
+            self.finished_ids.append(self.prediction_id)
+        self.sent_at, self.prediction_id, self.started_at = None, None, None
+
+    def save(self, context: Context) -> None:
+        """Keep the record for every later try of this task instance (Airflow 3.3+)."""
+        store = context.get("task_state_store")
+        if store is None:
+            return
+        body: dict[str, Any] = {"version": RECORD_VERSION, "finished_ids": list(self.finished_ids)}
+        if self.sent_at is not None:
+            body["sent_at"] = self.sent_at
+        if self.prediction_id:
+            body["id"] = self.prediction_id
+            body["started_at"] = self.started_at
+        store.set(RECORD_KEY, body, retention=RETENTION)
+        if self.uploads:
+            store.set(UPLOADS_KEY, dict(self.uploads), retention=RETENTION)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -1,0 +1,133 @@
+"""The one retry layer, on tenacity: what is retried, how long it waits, and when it stops.
+
+Every request of the provider, sync on workers and async in the triggerer, goes through here, and
+nothing else retries a request. The policy is tenacity's parts: a retry predicate read from the
+error (``should_retry``), a wait that honours ``Retry-After`` and is otherwise full-jitter
+exponential backoff, a stop that is the attempt count *or* the caller's deadline, and a log line
+before each sleep. With a deadline (a wait for a prediction has one), no sleep ends after it: the
+last attempt is made at the deadline, then the error is raised for the caller to turn into a timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import tenacity
+
+from airflow_provider_eachlabs.exceptions import (
+    EachlabsConnectionError,
+    EachlabsRateLimitError,
+    EachlabsResponseError,
+    EachlabsServerError,
+    is_final,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_eachlabs.settings import EachlabsSettings
+
+T = TypeVar("T")
+
+
+def should_retry(error: BaseException, *, resendable: bool) -> bool:
+    """Whether sending the same request again is safe and may help.
+
+    429 always (a rejected request did nothing). 5xx, an unreadable answer and a lost connection only
+    when repeating the request is harmless, or when the request provably never left: a create that
+    may have reached the server is never re-sent blindly, as it could buy a second prediction.
+    Final errors (other 4xx, unsafe answers) never.
+    """
+    if is_final(error):
+        return False
+    if isinstance(error, EachlabsRateLimitError):
+        return True
+    if isinstance(error, EachlabsConnectionError):
+        return resendable or not error.request_sent
+    return resendable and isinstance(error, (EachlabsServerError, EachlabsResponseError))
+
+
+class wait_retry_after_or_jitter(tenacity.wait.wait_base):
+    """The server's ``Retry-After`` (up to ``backoff_max``), else a random wait below an exponential
+    ceiling ("full jitter", so tasks that failed together do not all come back in the same second);
+    never past ``deadline``."""
+
+    def __init__(self, settings: EachlabsSettings, deadline: float | None = None) -> None:
+        self._jitter = tenacity.wait_random_exponential(
+            multiplier=settings.backoff_initial, max=settings.backoff_max
+        )
+        self._longest = settings.backoff_max
+        self._deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        delay = (
+            float(min(retry_after, self._longest)) if retry_after is not None else self._jitter(retry_state)
+        )
+        if self._deadline is None:
+            return delay
+        return max(0.0, min(delay, self._deadline - time.time()))
+
+
+class stop_at_deadline(tenacity.stop.stop_base):
+    """Stop once the caller's deadline (epoch seconds) has come; never without one."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self._deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._deadline is not None and time.time() >= self._deadline
+
+
+def _policy(
+    settings: EachlabsSettings, *, resendable: bool, deadline: float | None, log: Any
+) -> dict[str, Any]:
+    """tenacity's arguments for one request: retry predicate, wait, stop and before-sleep log."""
+
+    def before_sleep(retry_state: tenacity.RetryCallState) -> None:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        log.warning(
+            "Eachlabs request failed (%s); retry %d of %d in %.1fs",
+            error,
+            retry_state.attempt_number,
+            settings.max_retries,
+            retry_state.upcoming_sleep,
+        )
+
+    return {
+        "retry": tenacity.retry_if_exception(lambda error: should_retry(error, resendable=resendable)),
+        "wait": wait_retry_after_or_jitter(settings, deadline),
+        "stop": tenacity.stop_after_attempt(settings.max_retries + 1) | stop_at_deadline(deadline),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
+
+
+def call_with_retries(
+    attempt: Callable[[], T],
+    settings: EachlabsSettings,
+    *,
+    resendable: bool,
+    log: Any,
+    deadline: float | None = None,
+) -> T:
+    """Run ``attempt`` until it returns, or the policy gives up and its last error is raised.
+
+    ``log`` is the caller's logger (stdlib or structlog); ``deadline`` is epoch seconds.
+    """
+    return tenacity.Retrying(**_policy(settings, resendable=resendable, deadline=deadline, log=log))(attempt)
+
+
+async def acall_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    settings: EachlabsSettings,
+    *,
+    resendable: bool,
+    log: Any,
+    deadline: float | None = None,
+) -> T:
+    """``call_with_retries`` on the event loop: tenacity's ``AsyncRetrying``, which sleeps with asyncio."""
+    retrying = tenacity.AsyncRetrying(**_policy(settings, resendable=resendable, deadline=deadline, log=log))
+    result: T = await retrying(attempt)
+    return result
