@@ -117,3 +117,31 @@ def test_first_look_waits_for_the_models_expected_time(eachlabs_conn: EachlabsSi
     assert event["status"] == "success"
     assert 0.9 < time.monotonic() - started < 1.5
     assert eachlabs_conn.counters.gets == 1
+
+
+@pytest.mark.parametrize("interval", [None, 0.3])
+def test_a_wait_keeps_its_deadline_when_every_status_request_is_told_to_come_back_in_a_minute(
+    eachlabs_conn: EachlabsSimulator, monkeypatch: pytest.MonkeyPatch, interval: float | None
+):
+    """The one retry layer never sleeps past the wait's deadline: the last look is at the deadline."""
+    from airflow_provider_eachlabs.exceptions import PredictionTimeout
+    from tests.conftest import connection_json
+
+    # The connection's defaults: five retries, each wait up to a minute, Retry-After honoured.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EACHLABS_DEFAULT",
+        connection_json(eachlabs_conn.base_url, max_retries=5, backoff_initial=1, backoff_max=60),
+    )
+    prediction_id = create(eachlabs_conn, fault="never_finish")
+    eachlabs_conn.inject("get", "status", times=1000, status=429, retry_after=60)
+    (event,) = run_trigger(
+        trigger_for(prediction_id, timeout=1.5, poll_interval=interval, expected_seconds=9.0)
+    )
+    assert event["status"] == "timeout"
+    trigger_gets = eachlabs_conn.counters.gets
+    with pytest.raises(PredictionTimeout):
+        EachlabsHook().wait_for_prediction(prediction_id, interval, timeout=1.5)
+    # A look on the schedule (if it falls before the deadline) and one at the deadline, nothing more:
+    # without the deadline, each would have been retried after the 60 s the API asked for.
+    assert 1 <= trigger_gets <= 2
+    assert 1 <= eachlabs_conn.counters.gets - trigger_gets <= 2
