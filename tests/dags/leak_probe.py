@@ -17,6 +17,7 @@ from airflow_provider_eachlabs.testing import EachlabsSimulator
 
 KEY = sys.argv[1]
 WRONG_KEY = sys.argv[2]
+os.environ["AIRFLOW_VAR_EACHLABS_WEBHOOK_SECRET"] = sys.argv[3]
 SCENARIOS: list[tuple[str, dict[str, str], list[tuple[str, str, dict[str, Any]]], str]] = [
     ("success, deferrable", {}, [], "success"),
     ("success, on the worker", {"PROBE_DEFERRABLE": "false"}, [], "success"),

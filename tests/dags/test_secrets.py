@@ -1,4 +1,5 @@
-"""The API key never shows up anywhere: not in logs at any level, XCom, errors, reprs or the database.
+"""The API key and the webhook secret never show up anywhere: not in logs at any level, XCom, errors,
+reprs or the database (rendered template fields included: the secret comes from a Variable template).
 
 ``leak_probe.py`` runs whole DAGs (success, failure, timeouts, every fault, a wrong key) at DEBUG
 level in its own process and Airflow home; this test then reads everything that process left —
@@ -19,6 +20,7 @@ from tests.conftest import ROOT
 
 KEY = "sk-leakcheck-7d41f0c29b"
 WRONG_KEY = "sk-wrongkey-5ea2c9d113"
+WEBHOOK_SECRET = "whsec-leakcheck-93be0f7a51"
 
 
 def without_airflow_in_process_comms(printed: bytes) -> bytes:
@@ -48,11 +50,12 @@ def test_no_key_anywhere_after_every_kind_of_run(tmp_path: Path):
         "PYTHONPATH": str(ROOT),
     }
     env.pop("AIRFLOW_CONN_EACHLABS_DEFAULT", None)
+    env.pop("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", None)  # the probe's own DAGS_FOLDER only
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
     )
     probe = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "leak_probe.py"), KEY, WRONG_KEY],
+        [sys.executable, str(Path(__file__).parent / "leak_probe.py"), KEY, WRONG_KEY, WEBHOOK_SECRET],
         env=env,
         capture_output=True,
         timeout=600,
@@ -71,6 +74,6 @@ def test_no_key_anywhere_after_every_kind_of_run(tmp_path: Path):
         if path.is_file():
             places[str(path)] = path.read_bytes()
     assert any(name.endswith("airflow.db") for name in places)
-    for secret in (KEY, WRONG_KEY):
+    for secret in (KEY, WRONG_KEY, WEBHOOK_SECRET):
         leaks = [name for name, content in places.items() if secret.encode() in content]
         assert leaks == [], f"{secret} found in {leaks}"

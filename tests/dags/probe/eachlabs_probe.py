@@ -26,4 +26,7 @@ with DAG(dag_id="eachlabs_probe", schedule=None, catchup=False) as dag:
         deferrable=os.environ.get("PROBE_DEFERRABLE", "true") == "true",
         poll_interval=0.1,
         timeout=float(os.environ.get("PROBE_TIMEOUT", "60")),
+        webhook_url="https://hooks.example.com/eachlabs",
+        # From a Variable, as the README advises: the secret must not show up anywhere either.
+        webhook_secret="{{ var.value.eachlabs_webhook_secret }}",
     )
