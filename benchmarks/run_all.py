@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import fmt, log, machine  # noqa: E402
 
-BENCHMARKS = ("import", "simulator", "triggers", "latency", "batch", "batch-control")
+BENCHMARKS = ("import", "simulator", "deadline", "triggers", "latency", "batch", "batch-control")
 
 
 def commands(quick: bool) -> dict[str, list[str]]:
@@ -34,6 +34,7 @@ def commands(quick: bool) -> dict[str, list[str]]:
     return {
         "import": ["bench_import.py", "--json"],
         "simulator": ["bench_simulator.py", "--json"],
+        "deadline": ["bench_deadline.py", "--json"],
         "triggers": ["bench_triggers.py", "--json", *(["--sizes", "100,1000"] if quick else [])],
         "latency": ["bench_latency.py", "--json", *(["--per-cell", "10"] if quick else [])],
         "batch": ["bench_batch.py", "--json", *(["--fills", "100"] if quick else [])],
@@ -84,6 +85,16 @@ def summary_rows(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
             rows.append(
                 ("simulator: GET /v1/prediction/{id} (req/s)", f"{report['median_rps']:.0f}", "-", "info")
             )
+        elif name == "deadline":
+            for row in report["rows"]:
+                rows.append(
+                    (
+                        f"deadline: {row['path']}, {row['schedule']}, 429 Retry-After 60",
+                        f"ended after {row['ended_after_s']} s ({row['gets']} GETs), {row['outcome']}",
+                        "-",
+                        "info",
+                    )
+                )
         elif name == "triggers":
             for row in report["rows"]:
                 rows.append(
