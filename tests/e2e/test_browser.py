@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pytest
 
@@ -130,5 +131,7 @@ def test_eachlabs_prediction_link_on_a_finished_fill(browser_page: Page, dags_re
     link = page.get_by_role("link", name="Eachlabs prediction")
     link.wait_for()
     href = link.get_attribute("href")
-    assert href == f"{stack.fast_sim.base_url}/v1/prediction/{prediction_id}", href
+    assert (
+        href == f"/dags/eachlabs_flux_fill/runs/{quote(run_id, safe='')}/tasks/remove_crate/plugin/eachlabs"
+    ), href
     page.screenshot(path=str(SCREENSHOTS / "prediction-link.png"))

@@ -14,10 +14,12 @@ import signal
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psutil
 import pytest
 
+from airflow_provider_eachlabs.links import task_tab_path
 from tests.e2e.conftest import API_KEY, AirflowStack, connection_body, wait_for
 
 FILL_DAG = "eachlabs_flux_fill"
@@ -59,7 +61,9 @@ def _check_fill_result(stack: AirflowStack, run_id: str) -> dict[str, Any]:
     url = stack.api.xcom(FILL_DAG, run_id, FILL_TASK, "prediction_url")
     assert url.endswith(f"/v1/prediction/{prediction_id}"), url
     links = stack.api.links(FILL_DAG, run_id, FILL_TASK)
-    assert links.get("Eachlabs prediction") == url, links
+    assert links.get("Eachlabs prediction") == task_tab_path(
+        FILL_DAG, run_id, FILL_TASK, -1, stack.base_url
+    ), links
     return dict(result)
 
 
@@ -90,7 +94,10 @@ def test_submit_and_sense(dags_ready: AirflowStack) -> None:
     prediction_id = stack.api.xcom("eachlabs_submit_and_sense", run_id, "submit_fill", "return_value")
     assert isinstance(prediction_id, str) and prediction_id in stack.fast_sim.predictions
     links = stack.api.links("eachlabs_submit_and_sense", run_id, "submit_fill")
-    assert links.get("Eachlabs prediction", "").endswith(prediction_id), links
+    assert (
+        links.get("Eachlabs prediction")
+        == f"/dags/eachlabs_submit_and_sense/runs/{quote(run_id, safe='')}/tasks/submit_fill/plugin/eachlabs"
+    ), links
 
 
 def test_batch_fill_under_the_pool(dags_ready: AirflowStack) -> None:
