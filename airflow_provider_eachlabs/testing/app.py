@@ -181,9 +181,11 @@ class Engine:
         else:
             scale = int(rec.input.get("scale", 2))
             data = await loop.run_in_executor(self.executor, upscale_image, image, scale)
-            path = f"outputs/{rec.id}.png"
-            self.state.files[path] = StoredFile("image/png", data)
-            rec.output = [f"{self.base_url}/files/{path}"]
+            rec.output = []
+            for variant in range(int(rec.input.get("num_outputs", 1))):
+                path = f"outputs/{rec.id}-{variant}.png"
+                self.state.files[path] = StoredFile("image/png", data)
+                rec.output.append(f"{self.base_url}/files/{path}")
             rec.logs = f"upscale-image (simulated): scaled by {scale}"
         rec.outcome = "success"
 

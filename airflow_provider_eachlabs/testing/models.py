@@ -87,6 +87,13 @@ UPSCALE_IMAGE_SCHEMA: dict[str, Any] = {
             "default": 2,
             "description": "Upscale factor.",
         },
+        "num_outputs": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 4,
+            "default": 1,
+            "description": "How many variants to return (each a file).",
+        },
     },
 }
 
