@@ -55,8 +55,15 @@ def require_bool(field: str, value: Any) -> bool:
     raise EachlabsInputError(field, value, "must be a boolean (true or false)")
 
 
+RENDERED_NOTHING = "a template probably pulled nothing (check the task_ids and key of its xcom_pull)"
+
+
 def require_text(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
+    """Non-empty text. Empty text or the word ``None`` is what a template renders when its
+    ``xcom_pull`` found nothing: refused, so nobody pays for a fill of the prompt "None"."""
+    if isinstance(value, str) and value.strip() in ("", "None"):
+        raise EachlabsInputError(field, value, f"must be a non-empty string; {RENDERED_NOTHING}")
+    if not isinstance(value, str):
         raise EachlabsInputError(field, value, "must be a non-empty string")
     return value
 

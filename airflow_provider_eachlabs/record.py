@@ -45,6 +45,8 @@ class TaskRecord:
     started_at: float | None = None
     finished_ids: list[str] = field(default_factory=list)
     uploads: dict[str, str] = field(default_factory=dict)
+    # Predictions whose success (and cost) a try has already logged.
+    reported_ids: list[str] = field(default_factory=list)
     stored: bool = True
 
     @property
@@ -65,12 +67,14 @@ class TaskRecord:
         body: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         uploads = store.get(UPLOADS_KEY)
         finished = body.get("finished_ids")
+        reported = body.get("reported_ids")
         return cls(
             sent_at=_number(body.get("sent_at")),
             prediction_id=check_prediction_id(body["id"]) if body.get("id") else None,
             started_at=_number(body.get("started_at")),
             finished_ids=[check_prediction_id(i) for i in finished] if isinstance(finished, list) else [],
             uploads={str(k): str(v) for k, v in uploads.items()} if isinstance(uploads, Mapping) else {},
+            reported_ids=[check_prediction_id(i) for i in reported] if isinstance(reported, list) else [],
         )
 
     def sending(self, now: float) -> None:
@@ -94,6 +98,8 @@ class TaskRecord:
         if store is None:
             return
         body: dict[str, Any] = {"version": RECORD_VERSION, "finished_ids": list(self.finished_ids)}
+        if self.reported_ids:
+            body["reported_ids"] = list(self.reported_ids)
         if self.sent_at is not None:
             body["sent_at"] = self.sent_at
         if self.prediction_id:

@@ -50,10 +50,10 @@ def read_source(field: str, source: str) -> bytes:
     except IsADirectoryError:
         raise EachlabsInputError(field, source, "is a folder, not an image file") from None
     except Exception as error:  # each storage library has its own errors (credentials, buckets, ...)
-        raise EachlabsInputError(field, source, f"cannot be read ({_reason(error)})") from None
+        raise EachlabsInputError(field, source, f"cannot be read ({reason(error)})") from None
 
 
-def _reason(error: Exception) -> str:
+def reason(error: Exception) -> str:
     """A storage library's reason in one line: its class and the first line of its message."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
@@ -140,28 +140,89 @@ class StoredOutput:
         }
 
 
-def output_target(output_path: str, stem: str, extension: str) -> str:
-    """Where an output goes: a folder-like path (trailing slash, or an existing folder) gets
-    ``<stem>.<extension>`` inside it; any other path is the file itself.
+def check_file_stem(stem: str) -> bool:
+    """Whether ``stem`` can name a file inside a folder and nothing else (see ``FILE_STEM_RULE``)."""
+    return bool(_FILE_STEM.fullmatch(stem)) and ".." not in stem
 
-    The stem comes from the API (a prediction id) or a manifest (a batch key), so it must be a plain
+
+def is_folder_like(output_path: str) -> bool:
+    """A trailing slash, or an existing local folder: outputs are named inside it."""
+    return output_path.endswith("/") or (_is_local(output_path) and _local_path(output_path).is_dir())
+
+
+def output_target(output_path: str, stem: str, extension: str) -> str:
+    """Where an output goes: a folder-like path gets ``<stem>.<extension>`` inside it; any other path
+    is the file itself.
+
+    The stem comes from the API (a prediction id) or a DAG (``output_name``), so it must be a plain
     name, and the final path must lie inside the folder: nothing an answer says can write elsewhere.
     """
-    if not _FILE_STEM.fullmatch(stem) or ".." in stem:
+    if not check_file_stem(stem):
         raise EachlabsUnsafeAnswerError(
             f"refusing to name an output file {stem[:80]!r}: a name {FILE_STEM_RULE}"
         )
-    parts = urlsplit(output_path)
-    local = "://" not in output_path or parts.scheme == "file"
-    folder_like = output_path.endswith("/") or (local and _local_path(output_path).is_dir())
-    if not folder_like:
+    if not is_folder_like(output_path):
         return output_path
     target = f"{output_path.rstrip('/')}/{stem}.{extension}"
-    if local and _local_path(target).resolve().parent != _local_path(output_path).resolve():
+    if _is_local(output_path) and _local_path(target).resolve().parent != _local_path(output_path).resolve():
         raise EachlabsUnsafeAnswerError(
             f"refusing to write {target}: it is not inside output_path {output_path!r}"
         )
     return target
+
+
+def check_writable(field: str, output_path: str) -> None:
+    """Refuse, before anything is uploaded or bought, a place an output could not be written to.
+
+    Local: the nearest existing folder must be a writable folder. Object storage: the scheme must
+    have a filesystem, credentials must resolve (the Amazon provider falls back to anonymous access,
+    which cannot write to a bucket), and the bucket must exist, checked with one metadata request:
+    nothing is written and no bucket is created.
+    """
+    try:
+        problem = (
+            _local_problem(output_path) if _is_local(output_path) else _object_storage_problem(output_path)
+        )
+    except Exception as error:
+        problem = reason(error)
+    if problem:
+        raise EachlabsInputError(field, output_path, f"cannot be written: {problem}")
+
+
+def _local_problem(output_path: str) -> str | None:
+    path = _local_path(output_path)
+    folder = path if is_folder_like(output_path) else path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"the folder {existing} is not writable by this worker"
+    return None
+
+
+def _object_storage_problem(output_path: str) -> str | None:
+    from airflow.sdk import ObjectStoragePath
+
+    parts = urlsplit(output_path)
+    path = ObjectStoragePath(output_path)
+    if parts.scheme not in _BUCKET_SCHEMES:
+        path.exists()  # the scheme's filesystem answers (or raises what is wrong)
+        return None
+    if getattr(path.fs, "anon", False):
+        return (
+            f"no credentials were found for {parts.scheme}:// (anonymous access cannot write to a bucket): "
+            f"name a connection in the URI ({parts.scheme}://<conn_id>@{path.bucket}/...) or configure the "
+            "worker's credentials"
+        )
+    if not ObjectStoragePath(f"{parts.scheme}://{parts.netloc}/").exists():
+        return f"the bucket {path.bucket!r} does not exist or cannot be seen with these credentials"
+    return None
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or urlsplit(path).scheme == "file"
 
 
 def _local_path(path: str) -> Path:

@@ -9,6 +9,7 @@ wait for a prediction, whose deadline bounds every retry inside it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 import weakref
@@ -24,6 +25,7 @@ from airflow_provider_eachlabs.exceptions import (
     EachlabsAPIError,
     EachlabsDownloadError,
     EachlabsError,
+    EachlabsNotFoundError,
     EachlabsUnsafeAnswerError,
     PredictionTimeout,
 )
@@ -115,12 +117,20 @@ class EachlabsHook(BaseHook):
         return self.settings.host
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call: the newest execution (the model route needs no key)."""
+        """One cheap authenticated call, sent once: the newest execution (the model route needs no key).
+
+        Not retried: someone is waiting for the answer in the UI or the CLI, where the retries' log
+        lines are not shown, and a host that is down should say so at once.
+        """
         try:
+            settings = self.settings
+            self._settings = dataclasses.replace(settings, max_retries=0)
             self.list_executions(limit=1)
         except Exception as error:
             return False, str(error)
-        return True, f"Connected to Eachlabs at {self.settings.host}"
+        finally:
+            self._settings = None
+        return True, f"Connected to Eachlabs at {settings.host}"
 
     # --- the API, one method per verb -----------------------------------------------------------
 
@@ -226,7 +236,10 @@ class EachlabsHook(BaseHook):
         def read(response: ApiResponse) -> Prediction:
             return api.read_prediction(response, prediction_id)
 
-        return self._call(request, read, deadline=deadline, counted=True)
+        try:
+            return self._call(request, read, deadline=deadline, counted=True)
+        except EachlabsNotFoundError as error:
+            raise _unknown_prediction(prediction_id, error) from None
 
     def cancel_prediction(self, prediction_id: str) -> None:
         """Ask the API to stop a prediction; best effort on its side."""
@@ -361,7 +374,10 @@ class EachlabsHook(BaseHook):
         def read(response: ApiResponse) -> Prediction:
             return api.read_prediction(response, prediction_id)
 
-        return await self._acall(request, read, deadline=deadline, counted=True)
+        try:
+            return await self._acall(request, read, deadline=deadline, counted=True)
+        except EachlabsNotFoundError as error:
+            raise _unknown_prediction(prediction_id, error) from None
 
     async def acancel_prediction(self, prediction_id: str) -> None:
         await self._acall(api.cancel_prediction_request(prediction_id), api.read_json)
@@ -424,6 +440,17 @@ class EachlabsHook(BaseHook):
             attempt, settings, resendable=request.resendable, log=self.log, deadline=deadline
         )
         return result
+
+
+def _unknown_prediction(prediction_id: str, error: EachlabsNotFoundError) -> EachlabsNotFoundError:
+    """A 404 that names the prediction looked for: predictions are per account, so a wrong key or a
+    template that pulled the wrong id both end here."""
+    return EachlabsNotFoundError(
+        f"no prediction {prediction_id!r} for this API key ({error.message})",
+        status_code=error.status_code,
+        details=error.details,
+        request_id=error.request_id,
+    )
 
 
 def _sent_input_matches(sent: Mapping[str, Any], candidate: Any) -> bool:

@@ -32,7 +32,8 @@ class FluxFillOperator(EachlabsPredictionOperator):
     :param guidance: prompt adherence, 2 to 5 (default 3).
     :param safety_tolerance: 1 (strictest) to 6 (default 2).
     :param output_format: ``jpg`` (default) or ``png``.
-    :param preview_path: where to write a before | mask | after PNG (needs Pillow). Templated.
+    :param preview_path: where to write a before | mask | after PNG (needs Pillow); a folder-like
+        path gets ``<prediction id>-preview.png``. Templated.
 
     Every other argument is ``EachlabsPredictionOperator``'s. All model parameters are templated and
     validated after rendering; text that templates render (``"30"``, ``"true"``) is read as the
@@ -52,6 +53,7 @@ class FluxFillOperator(EachlabsPredictionOperator):
         "webhook_url",
         "webhook_secret",
         "output_path",
+        "output_name",
         "preview_path",
     )
 
@@ -71,6 +73,14 @@ class FluxFillOperator(EachlabsPredictionOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(model="flux-fill-pro", **kwargs)
+        if preview_path and not self.wait_for_completion:
+            from airflow_provider_eachlabs.exceptions import EachlabsInputError
+
+            raise EachlabsInputError(
+                "preview_path",
+                preview_path,
+                "is never written with wait_for_completion=False (the task ends before the output exists)",
+            )
         self.prompt = prompt
         self.image = image
         self.mask = mask
@@ -109,16 +119,22 @@ class FluxFillOperator(EachlabsPredictionOperator):
     def expected_output_format(self) -> str | None:
         return str(self.output_format)
 
+    def output_locations(self) -> dict[str, str]:
+        locations = super().output_locations()
+        if self.preview_path:
+            locations["preview_path"] = str(self.preview_path)
+        return locations
+
     def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
         result = super().finish(context, prediction)
         if self.preview_path and prediction.output_url:
-            result["preview_path"] = self._write_preview(prediction.output_url)
+            result["preview_path"] = self._write_preview(prediction, prediction.output_url)
         return result
 
-    def _write_preview(self, output_url: str) -> str:
+    def _write_preview(self, prediction: Prediction, output_url: str) -> str:
         from airflow_provider_eachlabs.inputs import is_web_reference
         from airflow_provider_eachlabs.preview import write_preview
-        from airflow_provider_eachlabs.storage import read_source
+        from airflow_provider_eachlabs.storage import output_target, read_source
 
         def load(field: str, source: str) -> bytes:
             if field in self._input_bytes:
@@ -126,8 +142,8 @@ class FluxFillOperator(EachlabsPredictionOperator):
             return self.fetch(source) if is_web_reference(source) else read_source(field, source)
 
         mask = load("mask", str(self.mask)) if self.mask else None
-        path = write_preview(
-            str(self.preview_path), load("image", str(self.image)), mask, self.fetch(output_url)
-        )
+        # In a folder, named by the prediction (or output_name), so one run does not overwrite another's.
+        target = output_target(str(self.preview_path), f"{self.file_stem(prediction)}-preview", "png")
+        path = write_preview(target, load("image", str(self.image)), mask, self.fetch(output_url))
         self.log.info("Wrote a before | mask | after preview to %s", path)
         return path

@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_eachlabs.failing import final_errors_fail_the_task
 from airflow_provider_eachlabs.links import EachlabsPredictionLink
-from airflow_provider_eachlabs.results import PREDICTION_ID_KEY, PREDICTION_URL_KEY, prediction_summary
+from airflow_provider_eachlabs.results import PREDICTION_ID_KEY, PREDICTION_URL_KEY
 from airflow_provider_eachlabs.settings import (
     DEFAULT_CONN_ID,
     MAX_OUTPUT_BYTES,
@@ -52,16 +52,26 @@ class EachlabsPredictionOperator(BaseOperator):
     :param webhook_url: an https:// URL passed to the API for its webhook. Templated.
     :param webhook_secret: passed to the API to sign webhook calls. Templated, so it can come from a
         connection or a Variable (``{{ conn.my_hook.password }}``); masked in logs and rendered fields.
-    :param output_path: where to store the first output file (local path or object-storage URI; a
+    :param output_path: where to store the output files (local path or object-storage URI; a
         folder-like path gets ``<prediction id>.<ext>``, the extension of the image type its bytes
-        show). Templated. None keeps only the URL.
+        show, and ``<prediction id>_1.<ext>``... for further files). Checked before anything is
+        bought. Templated. None keeps only the URLs.
+    :param output_name: the stem of the stored files instead of the prediction id, e.g. the source
+        image's name in a batch. Templated.
     :param max_output_bytes: the largest output download accepted.
     :param retry_unknown_failures: whether a prediction that failed for a reason the API does not
         classify gets a fresh prediction on a task retry (True, the default) or fails the task at once.
         Content-policy and input rejections always fail at once; known transient ones are retried.
     """
 
-    template_fields: Sequence[str] = ("model", "input", "webhook_url", "webhook_secret", "output_path")
+    template_fields: Sequence[str] = (
+        "model",
+        "input",
+        "webhook_url",
+        "webhook_secret",
+        "output_path",
+        "output_name",
+    )
     template_fields_renderers = {"input": "json"}
     operator_extra_links = (EachlabsPredictionLink(),)
     ui_color = "#e8f0fe"
@@ -79,11 +89,21 @@ class EachlabsPredictionOperator(BaseOperator):
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         output_path: str | None = None,
+        output_name: str | None = None,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         retry_unknown_failures: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if output_path and not wait_for_completion:
+            from airflow_provider_eachlabs.exceptions import EachlabsInputError
+
+            raise EachlabsInputError(
+                "output_path",
+                output_path,
+                "is never written with wait_for_completion=False (the task ends before the output "
+                "exists): give output_path to the PredictionSensor that waits for the prediction",
+            )
         self.model = model
         self.input = dict(input or {})
         self.eachlabs_conn_id = eachlabs_conn_id
@@ -94,6 +114,7 @@ class EachlabsPredictionOperator(BaseOperator):
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
         self.output_path = output_path
+        self.output_name = output_name
         self.max_output_bytes = max_output_bytes
         self.retry_unknown_failures = retry_unknown_failures
         self.prediction_id: str | None = None
@@ -113,8 +134,12 @@ class EachlabsPredictionOperator(BaseOperator):
 
         FluxFillOperator replaces this: it checks the model page's exact rules and uploads files.
         """
+        from airflow_provider_eachlabs.inputs import require_text
         from airflow_provider_eachlabs.schema import check_against_schema, published_schema
 
+        for field in ("prompt", "image", "mask"):
+            if isinstance(self.input.get(field), str):
+                require_text(f"input.{field}", self.input[field])
         schema = published_schema(self.hook.host, self.model, self.hook.get_model, self.log)
         if schema is not None:
             check_against_schema(self.input, schema)
@@ -123,36 +148,34 @@ class EachlabsPredictionOperator(BaseOperator):
     def expected_output_format(self) -> str | None:
         return None
 
-    def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
-        """Store the output when asked and return the small XCom result."""
-        result = self.result_for(prediction)
-        self.log.info(
-            "Prediction %s succeeded (predict time %ss, cost %s USD)",
-            prediction.id,
-            result["predict_time"] if result["predict_time"] is not None else "unreported",
-            result["cost"] if result["cost"] is not None else "unreported",
-        )
-        if self.output_path and prediction.output_url:
-            from airflow_provider_eachlabs import storage
+    def output_locations(self) -> dict[str, str]:
+        """Where this task writes files, by parameter name: each is checked before anything is bought."""
+        return {"output_path": str(self.output_path)} if self.output_path else {}
 
-            content = self.fetch(prediction.output_url)
-            info = storage.check_output(
-                content, self.expected_output_format(), f"of prediction {prediction.id}"
-            )
-            target = storage.output_target(self.output_path, prediction.id, info.kind)
-            stored = storage.store_output(content, info, target)
-            self.log.info("Stored the output of prediction %s at %s", prediction.id, stored.path)
-            result.update(stored.to_dict())
-        return result
+    def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
+        """Report the success once, store the outputs when asked and return the small XCom result."""
+        from airflow_provider_eachlabs.outputs import finished_result
+
+        result = finished_result(
+            context,
+            prediction,
+            output_path=self.output_path,
+            name=self.file_stem(prediction),
+            fetch=self.fetch,
+            expected_format=self.expected_output_format(),
+            log=self.log,
+        )
+        return {**result, "model": self.model}
+
+    def file_stem(self, prediction: Prediction) -> str:
+        """The name stored files get: ``output_name`` when given, else the prediction id."""
+        return str(self.output_name) if self.output_name else prediction.id
 
     def fetch(self, url: str) -> bytes:
         """Download a file once per try, within ``max_output_bytes``."""
         if url not in self._fetched:
             self._fetched[url] = self.hook.download(url, self.max_output_bytes).content
         return self._fetched[url]
-
-    def result_for(self, prediction: Prediction) -> dict[str, Any]:
-        return {**prediction_summary(prediction), "model": self.model}
 
     # --- the task -----------------------------------------------------------------------------------
 
@@ -164,6 +187,9 @@ class EachlabsPredictionOperator(BaseOperator):
         from airflow_provider_eachlabs.record import TaskRecord
 
         self._check_webhook()
+        from airflow_provider_eachlabs.outputs import check_output_locations
+
+        check_output_locations(self.output_locations(), self.output_name)
         record = TaskRecord.load(context)
         if not record.stored:
             self.log.warning(

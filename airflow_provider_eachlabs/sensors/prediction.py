@@ -12,8 +12,13 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_eachlabs.failing import final_errors_fail_the_task
 from airflow_provider_eachlabs.links import EachlabsPredictionLink
-from airflow_provider_eachlabs.results import prediction_summary
-from airflow_provider_eachlabs.settings import DEFAULT_CONN_ID, PREDICTION_TIMEOUT, default_deferrable
+from airflow_provider_eachlabs.results import PREDICTION_ID_KEY, PREDICTION_URL_KEY
+from airflow_provider_eachlabs.settings import (
+    DEFAULT_CONN_ID,
+    MAX_OUTPUT_BYTES,
+    PREDICTION_TIMEOUT,
+    default_deferrable,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -32,11 +37,16 @@ class PredictionSensor(BaseSensorOperator):
     :param eachlabs_conn_id: the ``eachlabs`` connection.
     :param deferrable: wait in the triggerer. Defaults to ``[operators] default_deferrable``.
     :param poke_interval: seconds between checks (poke mode, and the trigger's interval).
+    :param output_path: where to store the output files, exactly as the operators' ``output_path``
+        (checked before the wait, downloaded as soon as the prediction succeeds). Templated.
+    :param output_name: the stem of the stored files instead of the prediction id. Templated.
+    :param max_output_bytes: the largest output download accepted.
 
-    Returns the same small dict as the operators: prediction id, status, output URL, metrics.
+    Returns the same small dict as the operators: prediction id, status, output URLs, metrics, and
+    the stored files when ``output_path`` is given.
     """
 
-    template_fields: Sequence[str] = ("prediction_id",)
+    template_fields: Sequence[str] = ("prediction_id", "output_path", "output_name")
     operator_extra_links = (EachlabsPredictionLink(),)
 
     def __init__(
@@ -47,12 +57,18 @@ class PredictionSensor(BaseSensorOperator):
         deferrable: bool | None = None,
         poke_interval: float | timedelta = 5,
         timeout: float | timedelta = DEFAULT_SENSOR_TIMEOUT,
+        output_path: str | None = None,
+        output_name: str | None = None,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
         self.prediction_id = prediction_id
         self.eachlabs_conn_id = eachlabs_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.output_path = output_path
+        self.output_name = output_name
+        self.max_output_bytes = max_output_bytes
 
     @cached_property
     def hook(self) -> EachlabsHook:
@@ -65,9 +81,18 @@ class PredictionSensor(BaseSensorOperator):
             return self._execute(context)
 
     def _execute(self, context: Context) -> Any:
-        from airflow_provider_eachlabs.api import check_prediction_id
+        from airflow_provider_eachlabs.api import check_prediction_id, prediction_url
+        from airflow_provider_eachlabs.inputs import require_text
+        from airflow_provider_eachlabs.outputs import check_output_locations
 
+        require_text("prediction_id", self.prediction_id)
         self.prediction_id = check_prediction_id(self.prediction_id, field_name="prediction_id")
+        check_output_locations(
+            {"output_path": self.output_path} if self.output_path else {}, self.output_name
+        )
+        ti = context["ti"]
+        ti.xcom_push(key=PREDICTION_ID_KEY, value=self.prediction_id)
+        ti.xcom_push(key=PREDICTION_URL_KEY, value=prediction_url(self.hook.host, self.prediction_id))
         if not self.deferrable:
             return super().execute(context)
         from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
@@ -90,20 +115,29 @@ class PredictionSensor(BaseSensorOperator):
             self.log.info("Prediction %s is %r", self.prediction_id, prediction.status)
             if not prediction.is_terminal:
                 return PokeReturnValue(is_done=False)
-            return PokeReturnValue(is_done=True, xcom_value=self._result(prediction))
+            return PokeReturnValue(is_done=True, xcom_value=self._finish(context, prediction))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         from airflow_provider_eachlabs.triggers.prediction import prediction_from_event
 
         with final_errors_fail_the_task():
-            return self._result(prediction_from_event(event, self.prediction_id))
+            return self._finish(context, prediction_from_event(event, self.prediction_id))
 
-    def _result(self, prediction: Prediction) -> dict[str, Any]:
+    def _finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
         """The result dict, or the error a failed or cancelled prediction stands for.
 
         A sensor cannot start a new prediction, so a failure is final here whatever its cause.
         """
         from airflow_provider_eachlabs.api import raise_for_prediction_end
+        from airflow_provider_eachlabs.outputs import finished_result
 
         raise_for_prediction_end(prediction, retry_unknown_failures=False)
-        return prediction_summary(prediction)
+        return finished_result(
+            context,
+            prediction,
+            output_path=self.output_path,
+            name=str(self.output_name) if self.output_name else prediction.id,
+            fetch=lambda url: self.hook.download(url, self.max_output_bytes).content,
+            expected_format=None,
+            log=self.log,
+        )

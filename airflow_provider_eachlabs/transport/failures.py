@@ -47,9 +47,30 @@ def as_eachlabs_error(
             f"{request.method} {request.url} took longer than the {settings.timeout:g}s request timeout",
             request_sent=True,
         )
-    lines = str(error).strip().splitlines()
-    detail = lines[0][:300] if lines else "no detail"
+    detail = _root_cause(error)
+    if "wrong version number" in detail.lower():
+        detail += (
+            "; the host did not answer with TLS: if it serves plain HTTP on this machine (the "
+            "simulator), write http:// in front of the connection's host"
+        )
     return EachlabsConnectionError(
         f"{request.method} {request.url} failed: {type(error).__name__}: {detail}",
         request_sent=not never_sent,
     )
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost reason a library gives, without its wrappers' repeated host and retry text."""
+    reason: object = error
+    for _ in range(5):
+        inner = getattr(reason, "reason", None) or (
+            reason.args[0] if isinstance(reason, BaseException) and reason.args else None
+        )
+        if not isinstance(inner, BaseException):
+            break
+        reason = inner
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    # urllib3 prefixes "HTTPConnection(host='...', port=...): "; the URL is in the message already.
+    if text.startswith(("HTTPConnection(", "HTTPSConnection(")) and "): " in text:
+        text = text.split("): ", 1)[1]
+    return text[:300]

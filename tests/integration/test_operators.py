@@ -6,6 +6,7 @@ task_state_store), so each path can be driven directly; whole DAG runs are in te
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -73,21 +74,25 @@ def test_sync_fill_uploads_creates_waits_stores_and_returns_a_small_result(
     result = fill(output_path=f"{tmp_path}/").execute(ctx)
     prediction_id = result["prediction_id"]
     stored = tmp_path / f"{prediction_id}.png"
+    output_url = f"{eachlabs_conn.base_url}/files/outputs/{prediction_id}.png"
+    # The simulator reports a finished prediction's run time as its predict_seconds (0.3 here).
     assert result == {
         "prediction_id": prediction_id,
         "model": "flux-fill-pro",
         "status": "success",
-        "output_url": f"{eachlabs_conn.base_url}/files/outputs/{prediction_id}.png",
-        "predict_time": result["predict_time"],
+        "output_url": output_url,
+        "output_urls": [output_url],
+        "predict_time": 0.3,
         "cost": 0.05,
-        "metrics": result["metrics"],
+        "metrics": {"predict_time": 0.3, "cost": 0.05},
         "stored_path": str(stored),
         "bytes": stored.stat().st_size,
-        "sha256": result["sha256"],
+        "sha256": hashlib.sha256(stored.read_bytes()).hexdigest(),
         "content_type": "image/png",
         "width": 512,
         "height": 384,
     }
+    assert stored.read_bytes() == eachlabs_conn.file_bytes(output_url)
     assert ctx["ti"].xcoms == {
         "prediction_id": prediction_id,
         "prediction_url": f"{eachlabs_conn.base_url}/v1/prediction/{prediction_id}",

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_eachlabs import api
 from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+from airflow_provider_eachlabs.inputs import RENDERED_NOTHING
 from airflow_provider_eachlabs.testing import EachlabsSimulator
 from tests.conftest import connection_json
 from tests.integration.test_operators import RecordingStateStore, context, fill
@@ -220,7 +221,7 @@ BAD_INPUT = [
     ("seed", 2.5, "must be an integer"),
     ("prompt_upsampling", "maybe", "must be a boolean (true or false)"),
     ("output_format", "webp", "must be one of jpg, png"),
-    ("prompt", "", "must be a non-empty string"),
+    ("prompt", "", f"must be a non-empty string; {RENDERED_NOTHING}"),
     *[
         (field, value, RULE_URL)
         for field in ("image", "mask")
@@ -233,8 +234,8 @@ BAD_INPUT = [
             "https://192.168.1.7/a.png",
         )
     ],
-    ("image", "", "must be a non-empty string"),
-    ("mask", "", "must be a non-empty string"),
+    ("image", "", f"must be a non-empty string; {RENDERED_NOTHING}"),
+    ("mask", "", f"must be a non-empty string; {RENDERED_NOTHING}"),
     ("image", "not a url at all", "no file exists at this path"),
     ("mask", "%%garbage%%", "no file exists at this path"),
 ]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_eachlabs.inputs import EachlabsInputError, FluxFillInput
+from airflow_provider_eachlabs.inputs import RENDERED_NOTHING, EachlabsInputError, FluxFillInput
 
 URL = "https://cdn.example.com/scene.png"
 API_HOST = "http://127.0.0.1:8765"
@@ -78,11 +78,12 @@ def test_values_at_and_inside_the_boundaries_pass(field: str, value: Any):
         ("output_format", "jpeg", "must be one of jpg, png"),
         ("output_format", "webp", "must be one of jpg, png"),
         ("output_format", "PNG", "must be one of jpg, png"),
-        ("prompt", "", "must be a non-empty string"),
-        ("prompt", "   ", "must be a non-empty string"),
+        ("prompt", "", f"must be a non-empty string; {RENDERED_NOTHING}"),
+        ("prompt", "   ", f"must be a non-empty string; {RENDERED_NOTHING}"),
+        ("prompt", "None", f"must be a non-empty string; {RENDERED_NOTHING}"),
         ("prompt", None, "must be a non-empty string"),
         ("prompt", 42, "must be a non-empty string"),
-        ("image", "", "must be a non-empty string"),
+        ("image", "", f"must be a non-empty string; {RENDERED_NOTHING}"),
         ("image", None, "must be a non-empty string"),
     ],
 )
