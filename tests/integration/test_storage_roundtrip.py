@@ -243,18 +243,54 @@ def test_s3_round_trip_reads_inputs_and_writes_the_output_to_the_bucket(
     assert eachlabs_conn.counters.uploads == 2
 
 
-def test_s3_output_to_a_missing_bucket_fails_without_creating_it(
+def test_s3_output_to_a_missing_bucket_fails_before_anything_is_bought_and_creates_no_bucket(
     eachlabs_conn: EachlabsSimulator, s3: tuple[str, Any]
 ):
+    from airflow.sdk.exceptions import AirflowFailException
+
     prefix, client = s3
     typo = prefix.replace(BUCKET, "bukcet")
 
-    with pytest.raises(FileNotFoundError, match="bucket does not exist"):
+    with pytest.raises(
+        AirflowFailException,
+        match=rf"Invalid output_path='{typo}/out/': cannot be written: the bucket 'bukcet' does not exist",
+    ):
         fill(
             image=f"{prefix}/in/scene.png", mask=f"{prefix}/in/mask.png", output_path=f"{typo}/out/"
         ).execute(context())
 
+    assert eachlabs_conn.counters.requests == 0
     assert [bucket["Name"] for bucket in client.list_buckets()["Buckets"]] == [BUCKET]
+
+
+def test_s3_output_without_credentials_fails_before_anything_is_bought(
+    eachlabs_conn: EachlabsSimulator, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """No AWS credentials anywhere: the Amazon provider would go anonymous, which cannot write."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AIRFLOW_CONN_AWS_DEFAULT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    forget_s3_filesystems()
+    try:
+        with pytest.raises(
+            AirflowFailException,
+            match=r"Invalid output_path='s3://bucket/filled/': cannot be written: no credentials were found",
+        ):
+            fill(output_path="s3://bucket/filled/").execute(context())
+    finally:
+        forget_s3_filesystems()
+    assert eachlabs_conn.counters.requests == 0
 
 
 def test_s3_missing_input_fails_naming_the_field_before_any_request(
