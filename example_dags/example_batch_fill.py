@@ -4,7 +4,9 @@ Each image carries its mask in its alpha channel (transparent = fill). Eachlabs 
 predictions per key at once; the ``eachlabs`` pool (create it with
 ``airflow pools set eachlabs 10 "Eachlabs in-flight cap" --include-deferred``) keeps Airflow from
 starting more: counting deferred tasks makes a slot last until the prediction ends, while the
-deferred waits hold no worker slot.
+deferred waits hold no worker slot. Each output is named after its source image
+(``product_1.png`` is filled into ``<output_dir>/product_1.png``), so nobody has to map prediction
+ids back to files.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ with DAG(
 ) as dag:
 
     @task
-    def list_images(params: dict[str, str]) -> list[str]:
+    def list_images(params: dict[str, str]) -> list[dict[str, str]]:
         """The folder is read when the run starts, not when the DAG file is parsed."""
         folder = Path(params["input_dir"])
-        return sorted(str(path) for path in folder.iterdir() if path.suffix.lower() in (".png", ".webp"))
+        images = sorted(path for path in folder.iterdir() if path.suffix.lower() in (".png", ".webp"))
+        return [{"image": str(path), "output_name": path.stem} for path in images]
 
     FluxFillOperator.partial(
         task_id="fill",
@@ -44,4 +47,4 @@ with DAG(
         pool="eachlabs",
         deferrable=True,
         retries=2,
-    ).expand(image=list_images())
+    ).expand_kwargs(list_images())

@@ -79,7 +79,9 @@ def test_batch_fills_every_image_of_the_folder(dag_env: EachlabsSimulator, tmp_p
     assert run.state == "success"
     results = xcoms(run, "fill")
     assert len(results) == 3
+    # Each output is named after its source image, so the folder reads like the input folder.
     stored = sorted(Path(result["stored_path"]).name for result in results)
+    assert stored == ["product_1.png", "product_2.png", "product_3.png"]
     assert stored == sorted(p.name for p in (tmp_path / "out" / "batch").iterdir())
     assert dag_env.counters.creates == {"dag-key-42": 3}
     assert {result["width"] for result in results} == {256}
