@@ -20,6 +20,7 @@ from urllib.parse import SplitResult, urlsplit
 from airflow_provider_eachlabs.exceptions import EachlabsConfigError
 
 DEFAULT_API_HOST = "https://api.eachlabs.ai"
+
 PUBLIC_URL_RULE = "must be a public https:// URL (no data: URIs, localhost or private addresses)"
 
 _DNS_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)+")

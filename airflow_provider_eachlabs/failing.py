@@ -10,15 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from airflow_provider_eachlabs.exceptions import EachlabsError, is_final
-
 
 @contextmanager
 def final_errors_fail_the_task() -> Iterator[None]:
-    """Turn a final ``EachlabsError`` into ``AirflowFailException`` with the same message."""
+    """Turn a final ``EachlabsError`` into ``AirflowFailException`` with the same message.
+
+    The error family is imported only when an error happens: DAG files import the operators, and the
+    DAG processor parses them again and again.
+    """
     try:
         yield
-    except EachlabsError as error:
+    except Exception as error:
+        from airflow_provider_eachlabs.exceptions import is_final
+
         if not is_final(error):
             raise
         from airflow.sdk.exceptions import AirflowFailException

@@ -1,6 +1,8 @@
 """What a connection says, read once, and every default the provider's layers share.
 
 This sits below the transports and the hook so that both can use it without importing each other.
+DAG files import it too (for its defaults), so the address rules and the error family load only when
+a connection is read.
 One name, one meaning: a request timeout is ``REQUEST_TIMEOUT``, how long a prediction may run is
 ``PREDICTION_TIMEOUT``.
 """
@@ -11,10 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
-
-from airflow_provider_eachlabs.addresses import DEFAULT_API_HOST, validate_api_host
-from airflow_provider_eachlabs.exceptions import EachlabsConfigError
+from typing import TYPE_CHECKING, Any
 
 DEFAULT_CONN_ID = "eachlabs_default"
 CONN_TYPE = "eachlabs"
@@ -29,12 +28,8 @@ PREDICTION_TIMEOUT = timedelta(hours=1)
 MAX_OUTPUT_BYTES = 50 * 1024 * 1024
 
 
-class ConnectionLike(Protocol):
-    conn_id: str
-    host: str | None
-    schema: str | None
-    port: int | None
-    password: str | None
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,11 @@ class EachlabsSettings:
         return f"EachlabsSettings(host={self.host!r}, api_key=***, timeout={self.timeout})"
 
     @classmethod
-    def from_connection(cls, conn: ConnectionLike, extra: Mapping[str, Any]) -> EachlabsSettings:
+    def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> EachlabsSettings:
+        # Imported here: DAG files import this module (for its defaults) at every parse.
+        from airflow_provider_eachlabs.addresses import validate_api_host
+        from airflow_provider_eachlabs.exceptions import EachlabsConfigError
+
         api_key = (conn.password or "").strip()
         if not api_key:
             raise EachlabsConfigError(
@@ -68,8 +67,10 @@ class EachlabsSettings:
         )
 
 
-def connection_host(conn: ConnectionLike) -> str:
+def connection_host(conn: Connection) -> str:
     """The connection's API base URL: its host, with the schema and port fields folded in."""
+    from airflow_provider_eachlabs.addresses import DEFAULT_API_HOST
+
     host = (conn.host or "").strip()
     if not host:
         return DEFAULT_API_HOST
@@ -93,6 +94,8 @@ def _extra_number(
 
     Extras may be plain or carry the ``extra__eachlabs__`` prefix older UIs wrote.
     """
+    from airflow_provider_eachlabs.exceptions import EachlabsConfigError
+
     value = extra.get(name, extra.get(f"extra__{CONN_TYPE}__{name}"))
     if value in (None, ""):
         return default

@@ -1,11 +1,12 @@
 """The triggerer transport: ``aiohttp``, one session per event loop shared by every trigger in it.
 
-A thousand waits queue on ``POOL_SIZE`` sockets, so each request's total deadline starts when it
-gets a socket, not when it joins the queue: waiting for a free socket is normal and must not count
-as the API being slow. aiohttp was chosen over httpx for this path because it spends about a tenth
-of the CPU per GET in that situation (BENCHMARKS.md). Bodies arrive raw (no automatic gzip) and are
-decoded under their cap; public-only requests resolve through a resolver that drops non-public
-addresses, so the socket never reaches one. HTTP libraries load inside the functions that use them.
+aiohttp was chosen over httpx for this path because a thousand waits queue on ``POOL_SIZE`` sockets
+and aiohttp spends about a tenth of the CPU per GET in that situation (BENCHMARKS.md). Each request
+has aiohttp's own total deadline, which also counts the wait for a free socket: at a thousand
+triggers that wait is a fraction of a second, far below the timeout, and a slow answer holds its
+socket no longer than the timeout either. Bodies arrive raw (no automatic gzip) and are decoded
+under their cap; public-only requests resolve through a resolver that drops non-public addresses,
+so the socket never reaches one. HTTP libraries load inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
-import sys
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,50 +39,13 @@ _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSe
 _users: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 
 
-class _RequestClock:
-    """A request's total deadline, armed once it has a socket (see the module docstring)."""
-
-    def __init__(self, timeout: Any, seconds: float) -> None:
-        self._timeout = timeout
-        self._seconds = seconds
-        self._armed = False
-
-    def arm(self) -> None:
-        if not self._armed:
-            self._armed = True
-            self._timeout.reschedule(asyncio.get_running_loop().time() + self._seconds)
-
-
-def _deadline_scope() -> Any:
-    """A timeout scope with no deadline yet; ``reschedule`` sets it (asyncio's on 3.11+)."""
-    if sys.version_info >= (3, 11):
-        return asyncio.timeout(None)
-    import async_timeout  # aiohttp's own dependency before Python 3.11
-
-    return async_timeout.timeout(None)
-
-
-@functools.lru_cache(maxsize=1)
-def _trace_config() -> aiohttp.TraceConfig:
-    import aiohttp
-
-    async def has_socket(_session: Any, context: Any, _params: Any) -> None:
-        if isinstance(context.trace_request_ctx, _RequestClock):
-            context.trace_request_ctx.arm()
-
-    config = aiohttp.TraceConfig()
-    config.on_connection_create_start.append(has_socket)
-    config.on_connection_reuseconn.append(has_socket)
-    config.freeze()
-    return config
-
-
 @functools.lru_cache(maxsize=8)
-def _socket_timeouts(seconds: float) -> aiohttp.ClientTimeout:
-    """One timeout object per setting, not one per request."""
+def _timeouts(seconds: float) -> aiohttp.ClientTimeout:
+    """The request's total deadline, and the same bound on connecting and on each read; one object
+    per setting, not one per request."""
     import aiohttp
 
-    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=seconds, sock_read=seconds)
 
 
 def _new_session(resolver: Any = None) -> aiohttp.ClientSession:
@@ -92,7 +55,6 @@ def _new_session(resolver: Any = None) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=POOL_SIZE, resolver=resolver),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
-        trace_configs=[_trace_config()],
     )
 
 
@@ -141,7 +103,7 @@ async def _public_only_session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def send(request: HttpRequest, settings: EachlabsSettings) -> ApiResponse:
-    """Send ``request`` once, within ``settings.timeout`` of getting a socket; read its capped answer."""
+    """Send ``request`` once, within ``settings.timeout`` in total, and read its capped answer."""
     try:
         if request.public_only:
             _refuse_private_literal(request.url)  # aiohttp does not resolve an address literal
@@ -179,22 +141,23 @@ def _as_eachlabs_error(error: Exception, request: HttpRequest, settings: Eachlab
 async def _exchange(
     session: aiohttp.ClientSession, request: HttpRequest, settings: EachlabsSettings
 ) -> ApiResponse:
-    async with (
-        _deadline_scope() as scope,
-        session.request(
-            request.method,
-            request.url,
-            headers={**request.headers, "Accept-Encoding": ACCEPT_ENCODING},
-            json=request.json,
-            data=request.content,
-            params=request.params,
-            allow_redirects=False,
-            timeout=_socket_timeouts(settings.timeout),
-            trace_request_ctx=_RequestClock(scope, settings.timeout),
-        ) as response,
-    ):
+    async with session.request(
+        request.method,
+        request.url,
+        headers={**request.headers, "Accept-Encoding": ACCEPT_ENCODING},
+        json=request.json,
+        data=request.content,
+        params=request.params,
+        allow_redirects=False,
+        timeout=_timeouts(settings.timeout),
+    ) as response:
         limit = request.max_bytes if response.status < 300 else ERROR_ANSWER_MAX_BYTES
-        reader = BodyReader(response.headers.get("Content-Encoding"), limit)
+        encoding = response.headers.get("Content-Encoding")
+        length = response.content_length
+        if not encoding and length is not None and length <= limit:
+            # The common case, every poll: a plain body of a known, small length, read at once.
+            return ApiResponse(response.status, response.headers, await response.read())
+        reader = BodyReader(encoding, limit)
         async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
             reader.feed(chunk)
         return ApiResponse(response.status, response.headers, reader.content())
