@@ -132,9 +132,10 @@ class FluxFillOperator(EachlabsPredictionOperator):
         return result
 
     def _write_preview(self, prediction: Prediction, output_url: str) -> str:
+        from airflow_provider_eachlabs.exceptions import EachlabsError, EachlabsStorageError
         from airflow_provider_eachlabs.inputs import is_web_reference
         from airflow_provider_eachlabs.preview import write_preview
-        from airflow_provider_eachlabs.storage import output_target, read_source
+        from airflow_provider_eachlabs.storage import output_target, read_source, reason
 
         def load(field: str, source: str) -> bytes:
             if field in self._input_bytes:
@@ -144,6 +145,17 @@ class FluxFillOperator(EachlabsPredictionOperator):
         mask = load("mask", str(self.mask)) if self.mask else None
         # In a folder, named by the prediction (or output_name), so one run does not overwrite another's.
         target = output_target(str(self.preview_path), f"{self.file_stem(prediction)}-preview", "png")
-        path = write_preview(target, load("image", str(self.image)), mask, self.fetch(output_url))
+        try:
+            path = write_preview(target, load("image", str(self.image)), mask, self.fetch(output_url))
+        except EachlabsError:
+            raise
+        except Exception as error:
+            raise EachlabsStorageError(
+                f"Prediction {prediction.id} succeeded and its output is kept, but the preview could not "
+                f"be written to {target} ({reason(error)}); the task's next try draws it without buying "
+                "another prediction.",
+                prediction_id=prediction.id,
+                output_url=output_url,
+            ) from None
         self.log.info("Wrote a before | mask | after preview to %s", path)
         return path
