@@ -115,21 +115,22 @@ def test_an_ambiguous_create_that_did_create_is_found_not_paid_twice(
 
 
 @pytest.mark.parametrize(
-    ("step", "name", "route", "status"),
+    ("step", "name", "route", "status", "created"),
     [
-        ("presign", "503 every time", "presign", 503),
-        ("create", "429 every time", "create", 429),
-        ("poll", "502 every time", "get", 502),
-        ("download", "500 every time", "file", 500),
+        ("presign", "503 every time", "presign", 503, 0),
+        ("create", "429 every time", "create", 429, 0),
+        ("poll", "502 every time", "get", 502, 1),
+        ("download", "500 every time", "file", 500, 1),
     ],
 )
 def test_a_lasting_fault_fails_with_a_clear_message(
-    sim: EachlabsSimulator, tmp_path: Path, step: str, name: str, route: str, status: int
+    sim: EachlabsSimulator, tmp_path: Path, step: str, name: str, route: str, status: int, created: int
 ):
     sim.inject(route, "status", times=50, status=status)
     outcome = run_fill(sim, step, name, tmp_path)
     assert outcome.startswith("failed: ") and f"HTTP {status}" in outcome
-    assert sum(sim.counters.creates.values()) <= 1
+    # Before the create nothing is bought; after it, exactly the one prediction, never a second.
+    assert sum(sim.counters.creates.values()) == created
     assert list(tmp_path.iterdir()) == []
 
 

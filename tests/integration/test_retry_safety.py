@@ -132,9 +132,14 @@ def test_trigger_on_kill_cancels_and_a_plain_cancellation_does_not(eachlabs_conn
 def test_trigger_on_kill_never_raises(eachlabs_conn: EachlabsSimulator):
     from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
 
+    eachlabs_conn.inject("create", "never_finish")
+    prediction_id = EachlabsHook().create_prediction("echo-test", {"text": "x"})
     eachlabs_conn.inject("cancel", "status", times=50, status=500)
-    trigger = PredictionTrigger("unknown-id", "eachlabs_default", time.time() + 60, time.time())
-    asyncio.run(trigger.on_kill())
+    trigger = PredictionTrigger(prediction_id, "eachlabs_default", time.time() + 60, time.time())
+    asyncio.run(trigger.on_kill())  # a user's kill: the cancel fails every time, and on_kill returns
+    # It tried (the first cancel and each retry the connection allows), then gave up quietly.
+    assert eachlabs_conn.counters.cancels == 1 + 3
+    assert eachlabs_conn.predictions[prediction_id].status == "processing"
 
 
 # --- downloads -------------------------------------------------------------------------------------
@@ -200,10 +205,14 @@ def test_an_answer_that_is_not_an_image_is_not_kept(hostile_api: str):
         EachlabsHook().download(f"{hostile_api}/html")
 
 
-def test_a_failed_store_leaves_no_file(eachlabs_conn: EachlabsSimulator, tmp_path: Path):
-    with pytest.raises(Exception, match="larger than the 1000 byte limit"):
+def test_an_output_over_the_size_cap_is_refused_while_read_and_nothing_is_written(
+    eachlabs_conn: EachlabsSimulator, tmp_path: Path
+):
+    """Refused while downloading, before any write (a write that fails part-way: test_money_paths)."""
+    with pytest.raises(AirflowFailException, match="larger than the 1000 byte limit"):
         fill(output_path=f"{tmp_path}/", max_output_bytes=1000).execute(context())
     assert list(tmp_path.iterdir()) == []
+    assert eachlabs_conn.counters.file_downloads == 1
 
 
 # --- bad input, before any request ------------------------------------------------------------------
