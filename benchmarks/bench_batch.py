@@ -387,9 +387,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         {"what": "makespan / ideal", "target": TARGET_RATIO, "value": report["ratio"]},
         {"what": "failed tasks", "target": 0, "value": report["failed_tasks"]},
         {"what": "share of creates answered 429", "target": TARGET_429_SHARE, "value": report["share_429"]},
+        # Exactly one prediction bought per fill: fewer is a lost fill, more is paying twice.
+        {
+            "what": "predictions created",
+            "target": args.fills,
+            "value": report["predictions_created"],
+            "exact": True,
+        },
     ]
     for item in report["targets"]:
-        item["met"] = item["value"] is not None and item["value"] <= item["target"]
+        value = item["value"]
+        item["met"] = value is not None and (
+            value == item["target"] if item.get("exact") else value <= item["target"]
+        )
     return report
 
 
@@ -420,8 +430,9 @@ def format_table(r: dict[str, Any]) -> str:
         ]
     lines.append("")
     for t in r["targets"]:
+        sign = "==" if t.get("exact") else "<="
         lines.append(
-            f"target: {t['what']} <= {t['target']}: {'met' if t['met'] else 'MISSED'} ({t['value']})"
+            f"target: {t['what']} {sign} {t['target']}: {'met' if t['met'] else 'MISSED'} ({t['value']})"
         )
     return "\n".join(lines)
 

@@ -142,7 +142,7 @@ def summary_rows(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
                 )
             )
         for target in report.get("targets", []):
-            sign = ">=" if target.get("higher") else "<="
+            sign = "==" if target.get("exact") else (">=" if target.get("higher") else "<=")
             rows.append(
                 (
                     f"{name}: {target['what']}",

@@ -120,7 +120,8 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> int:
     with open(sys.argv[1]) as handle:
         spec = json.load(handle)
-    # Trigger logs are written and thrown away, as a triggerer writes them to its log files.
+    # Trigger logs are rendered and written (Airflow's structlog writes them to stdout, which the parent
+    # reads and discards; stdlib records go to /dev/null), as a triggerer writes them to its log files.
     logging.basicConfig(stream=open(os.devnull, "w"), level=logging.INFO, force=True)  # noqa: SIM115
     result = asyncio.run(main_async(spec))
     print("RESULT " + json.dumps(result), flush=True)
