@@ -25,6 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=10)
     parser.add_argument("--creates-per-minute", type=int, default=100)
     parser.add_argument("--balance", type=float, default=None)
+    parser.add_argument(
+        "--mask-required",
+        action="store_true",
+        help="refuse a flux-fill-pro input without a mask (the model page's stricter reading)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -42,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_in_flight=args.max_in_flight,
         creates_per_minute=args.creates_per_minute,
         balance=args.balance,
+        mask_required=args.mask_required,
     )
     with sim:
         print(f"Eachlabs simulator listening on {sim.base_url}", flush=True)

@@ -279,7 +279,7 @@ def build_app(engine: Engine) -> FastAPI:
         if model not in MODELS:
             return error(404, f"Model not found: {model}", {"field": "model"})
         try:
-            validate_input(model, inp, engine.base_url)
+            validate_input(model, inp, engine.base_url, mask_required=state.mask_required)
         except ValidationFailure as exc:
             return error(
                 400,
@@ -295,6 +295,7 @@ def build_app(engine: Engine) -> FastAPI:
             predict_seconds=state.predict_seconds,
             cost=state.cost_per_prediction,
             webhook_url=body.get("webhook_url"),
+            webhook_secret=body.get("webhook_secret"),
         )
         try:
             state.check_and_register(rec)

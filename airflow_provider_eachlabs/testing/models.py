@@ -255,9 +255,17 @@ def _validate_by_schema(schema: dict[str, Any], inp: dict[str, Any], own_base_ur
             raise ValidationFailure(key, f"must be between {rule['minimum']} and {rule['maximum']}")
 
 
-def validate_input(model: str, inp: dict[str, Any], own_base_url: str) -> None:
-    """Raise ValidationFailure for input the real model would refuse."""
+def validate_input(
+    model: str, inp: dict[str, Any], own_base_url: str, *, mask_required: bool = False
+) -> None:
+    """Raise ValidationFailure for input the real model would refuse.
+
+    ``mask_required``: the model page's stricter reading ("mask: Required: Yes"), under which an
+    alpha-masked image without an explicit mask is refused.
+    """
     if model == "flux-fill-pro":
+        if mask_required and "mask" not in inp:
+            raise ValidationFailure("mask", "is required")
         _validate_flux_fill_pro(inp, own_base_url)
     elif model in ("upscale-image", "describe-image"):
         _validate_by_schema(MODELS[model].request_schema, inp, own_base_url)

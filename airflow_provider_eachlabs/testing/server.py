@@ -39,6 +39,7 @@ class EachlabsSimulator:
         balance: float | None = None,
         cost_per_prediction: float = 0.05,
         reject_word: str | None = "forbidden",
+        mask_required: bool = False,
     ) -> None:
         keys = (api_key,) if isinstance(api_key, str) else tuple(api_key)
         if not keys or not all(isinstance(k, str) and k for k in keys):
@@ -55,6 +56,7 @@ class EachlabsSimulator:
             creates_per_minute=creates_per_minute,
             balance=balance,
             cost_per_prediction=cost_per_prediction,
+            mask_required=mask_required,
         )
         self._faults = FaultQueue()
         self._server: Any = None

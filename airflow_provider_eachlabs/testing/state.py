@@ -63,6 +63,7 @@ class PredictionRecord:
     predict_seconds: float
     cost: float
     webhook_url: str | None = None
+    webhook_secret: str | None = None
     running_word: str | None = None
     final_word: str | None = None
     never_finish: bool = False
@@ -156,6 +157,7 @@ class SimState:
         creates_per_minute: int,
         balance: float | None,
         cost_per_prediction: float,
+        mask_required: bool = False,
     ) -> None:
         self.api_keys = api_keys
         self.predict_seconds = predict_seconds
@@ -163,6 +165,7 @@ class SimState:
         self.creates_per_minute = creates_per_minute
         self.balance = balance
         self.cost_per_prediction = cost_per_prediction
+        self.mask_required = mask_required
         self.lock = threading.Lock()
         self.counters = Counters()
         self.predictions: dict[str, PredictionRecord] = {}
