@@ -11,6 +11,9 @@ import struct
 from dataclasses import dataclass
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+# The most pixels an image may claim before the provider decodes it (Pillow would allocate for all
+# of them): ten times flux-fill-pro's largest output, about 160 MB of RGBA.
+MAX_DECODE_PIXELS = 40_000_000
 _JPEG_SIZE_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 

@@ -1,7 +1,7 @@
 """The before | mask | after strip people look at, drawn with Pillow from bytes already checked.
 
 A small PNG can claim a canvas of billions of pixels and make Pillow allocate gigabytes, so every
-image's size is read from its header and refused beyond ``PREVIEW_MAX_PIXELS`` before any pixel is
+image's size is read from its header and refused beyond ``MAX_DECODE_PIXELS`` before any pixel is
 decoded.
 """
 
@@ -11,14 +11,12 @@ from io import BytesIO
 from typing import TYPE_CHECKING
 
 from airflow_provider_eachlabs.exceptions import EachlabsOutputError
-from airflow_provider_eachlabs.imageinfo import read_image_info
+from airflow_provider_eachlabs.imageinfo import MAX_DECODE_PIXELS, read_image_info
 from airflow_provider_eachlabs.storage import write_atomically
 
 if TYPE_CHECKING:
     from PIL import Image
 
-# Ten times flux-fill-pro's largest output (4 megapixels); about 160 MB of RGBA at most per image.
-PREVIEW_MAX_PIXELS = 40_000_000
 _GAP = 8
 
 
@@ -44,10 +42,10 @@ def _check_size(name: str, content: bytes) -> None:
     info = read_image_info(content)
     if info is None:
         raise EachlabsOutputError(f"cannot draw the preview: the {name} is not a JPEG, PNG or WebP image")
-    if info.width * info.height > PREVIEW_MAX_PIXELS:
+    if info.width * info.height > MAX_DECODE_PIXELS:
         raise EachlabsOutputError(
             f"cannot draw the preview: the {name} claims {info.width}x{info.height} pixels, more than "
-            f"the preview's limit of {PREVIEW_MAX_PIXELS:,}"
+            f"the preview's limit of {MAX_DECODE_PIXELS:,}"
         )
 
 

@@ -82,12 +82,10 @@ def load_image(field: str, source: str) -> ImageFile:
     return ImageFile(field, source, content, info)
 
 
-def check_fill_inputs(image: ImageFile | None, mask: ImageFile | None, mask_given: bool) -> None:
-    """What the model page asks of a local image and mask, checked before anything is uploaded.
-
-    Only files read here can be checked; a URL input is the API's to check.
-    """
-    if image is not None and mask is not None:
+def check_fill_inputs(image: ImageFile | None, mask: ImageFile) -> None:
+    """What the model page asks of an image and its mask read here: the same size, checked before
+    anything is uploaded. A URL image that was not read is the API's to check."""
+    if image is not None:
         size, mask_size = (image.info.width, image.info.height), (mask.info.width, mask.info.height)
         if size != mask_size:
             raise EachlabsInputError(
@@ -95,12 +93,6 @@ def check_fill_inputs(image: ImageFile | None, mask: ImageFile | None, mask_give
                 mask.source,
                 f"must have the image's size {size[0]}x{size[1]} (it is {mask_size[0]}x{mask_size[1]})",
             )
-    if image is not None and not mask_given and not image.info.has_alpha:
-        raise EachlabsInputError(
-            "mask",
-            None,
-            f"is required: the image {image.source!r} has no alpha channel to mark the region to fill",
-        )
 
 
 def upload_image(

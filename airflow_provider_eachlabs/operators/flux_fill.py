@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_eachlabs.api import Prediction
     from airflow_provider_eachlabs.record import TaskRecord
+    from airflow_provider_eachlabs.storage import ImageFile
 
 
 class FluxFillOperator(EachlabsPredictionOperator):
@@ -97,10 +98,12 @@ class FluxFillOperator(EachlabsPredictionOperator):
         """Validate every field and read every file input, then upload (reusing an earlier try's uploads).
 
         All checks come before the first request, so bad input costs no upload and no prediction.
+        Without a mask, the image's alpha channel becomes one, sent explicitly (see ``masks``).
         """
         from dataclasses import fields
 
         from airflow_provider_eachlabs.inputs import FluxFillInput, is_web_reference
+        from airflow_provider_eachlabs.masks import mask_from_alpha
         from airflow_provider_eachlabs.storage import check_fill_inputs, load_image, upload_image
 
         rendered = {field.name: getattr(self, field.name) for field in fields(FluxFillInput)}
@@ -110,11 +113,27 @@ class FluxFillOperator(EachlabsPredictionOperator):
             for field in ("image", "mask")
             if body.get(field) and not is_web_reference(body[field])
         }
-        check_fill_inputs(files.get("image"), files.get("mask"), mask_given="mask" in body)
+        if "mask" not in body:
+            files["mask"] = mask_from_alpha(files.get("image") or self._image_at(body["image"]))
+            self.log.info("No mask given: the image's alpha channel is sent as the mask (transparent = fill)")
+        if "mask" in files:  # a mask given by URL is the API's to check
+            check_fill_inputs(files.get("image"), files["mask"])
         for image in files.values():
             body[image.field] = upload_image(self.hook.upload_bytes, image, record.uploads, self.log)
             self._input_bytes[image.field] = image.content
         return body
+
+    def _image_at(self, url: str) -> ImageFile:
+        """An image given by URL, fetched with the output download's rules (public https, size cap)."""
+        from airflow_provider_eachlabs.exceptions import EachlabsInputError
+        from airflow_provider_eachlabs.imageinfo import read_image_info
+        from airflow_provider_eachlabs.storage import ImageFile
+
+        content = self.fetch(url)
+        info = read_image_info(content)
+        if info is None:
+            raise EachlabsInputError("image", url, "must be a JPEG, PNG or WebP image (its bytes are not)")
+        return ImageFile("image", url, content, info)
 
     def expected_output_format(self) -> str | None:
         return str(self.output_format)
