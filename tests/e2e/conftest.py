@@ -47,6 +47,7 @@ LOOPBACK = "127.0.0.1"
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 API_KEY = "e2e-key-4b1d6f0a93"
+WEBHOOK_SECRET = "whsec-e2e-8c2f71d0a4"
 ADMIN_USER = "admin"
 AIRFLOW = [sys.executable, "-m", "airflow"]
 T = TypeVar("T")
@@ -552,6 +553,12 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
             airflow.connection_host = fast_sim.base_url
             api.request(
                 "POST",
+                "/variables",
+                json={"key": "eachlabs_webhook_secret", "value": WEBHOOK_SECRET},
+                expect=(201,),
+            )
+            api.request(
+                "POST",
                 "/pools",
                 json={
                     "name": "eachlabs",
@@ -579,6 +586,7 @@ def dags_ready(airflow_stack: AirflowStack) -> AirflowStack:
         "eachlabs_submit_and_sense",
         "eachlabs_batch_fill",
         "eachlabs_worker_death",
+        "eachlabs_webhook_fill",
     }
 
     def parsed() -> bool:

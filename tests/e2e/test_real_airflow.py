@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from airflow_provider_eachlabs.links import task_tab_path
-from tests.e2e.conftest import API_KEY, AirflowStack, connection_body, wait_for
+from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, AirflowStack, connection_body, wait_for
 
 FILL_DAG = "eachlabs_flux_fill"
 FILL_TASK = "remove_crate"
@@ -257,3 +257,45 @@ def test_task_log_reports_the_cost(dags_ready: AirflowStack) -> None:
     log = stack.api.log(FILL_DAG, run_id, FILL_TASK)
     # A sentence ("cost $0.05"), not the event payload's dict repr ("'cost': 0.05") that Airflow dumps.
     assert re.search(r"(?<!['\"])\bcost(?!['\"])[ :=]+\$?0\.05", log, re.IGNORECASE), log
+
+
+def _airflow_calls_trigger_on_kill() -> bool:
+    """Airflow 3.3 calls a trigger's on_kill when a user marks its deferred task failed; 3.2 does not."""
+    import airflow
+    from packaging.version import Version
+
+    return Version(airflow.__version__) >= Version("3.3.0")
+
+
+def test_marking_a_deferred_fill_failed_cancels_its_prediction(dags_ready: AirflowStack) -> None:
+    """A user marks a waiting fill failed over the REST API (as the UI's button does): on Airflow 3.3
+    the triggerer itself calls the trigger's on_kill, which cancels the prediction, so nobody pays for
+    the rest of it. Airflow 3.2 never calls it: the prediction runs to its end (README, Reliability)."""
+    stack = dags_ready
+    sim = stack.slow_sim  # 20 s predictions: the mark lands mid-wait
+    stack.use_simulator(sim)
+    try:
+        gets_before, cancels_before = sim.counters.gets, sim.counters.cancels
+        run_id = stack.api.trigger("eachlabs_webhook_fill")
+        _wait_state(stack, "eachlabs_webhook_fill", run_id, "fill", "deferred", timeout=120)
+        wait_for("the triggerer's first poll", lambda: sim.counters.gets > gets_before, timeout=60)
+        prediction_id = stack.api.xcom("eachlabs_webhook_fill", run_id, "fill", "prediction_id")
+        stack.api.request(
+            "PATCH",
+            f"/dags/eachlabs_webhook_fill/dagRuns/{run_id}/taskInstances/fill",
+            json={"new_state": "failed"},
+        )
+        if _airflow_calls_trigger_on_kill():
+            wait_for("the cancel", lambda: sim.counters.cancels > cancels_before, timeout=60)
+            assert sim.counters.cancels == cancels_before + 1, sim.counters
+            assert sim.predictions[prediction_id].status == "cancelled"
+        else:
+            time.sleep(15)
+            assert sim.counters.cancels == cancels_before, sim.counters
+            assert sim.predictions[prediction_id].status in ("processing", "success")
+        assert stack.api.run_state("eachlabs_webhook_fill", run_id) == "failed"
+        # The secret rendered from its Variable reached the API (test_secrets_in_logs: and no log).
+        assert sim.predictions[prediction_id].webhook_url == "https://hooks.example.com/eachlabs"
+        assert sim.predictions[prediction_id].webhook_secret == WEBHOOK_SECRET
+    finally:
+        stack.use_simulator(stack.fast_sim)
