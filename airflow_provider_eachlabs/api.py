@@ -248,11 +248,13 @@ def raise_for_prediction_end(prediction: Prediction, *, retry_unknown_failures: 
             prediction_id=prediction.id,
             error_code=prediction.error_code,
             final=final,
+            request_id=prediction.request_id,
         )
     if prediction.cancelled:
         raise PredictionCancelled(
             f"Eachlabs prediction {prediction.id} was cancelled ({prediction.error_text}){where}",
             prediction_id=prediction.id,
+            request_id=prediction.request_id,
         )
 
 

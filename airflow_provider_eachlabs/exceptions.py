@@ -164,10 +164,19 @@ class PredictionFailed(EachlabsError):
     when the cause is unknown and the task asked not to retry unknown failures.
     """
 
-    def __init__(self, message: str, *, prediction_id: str, error_code: str | None, final: bool) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        prediction_id: str,
+        error_code: str | None,
+        final: bool,
+        request_id: str | None = None,
+    ) -> None:
         self.prediction_id = prediction_id
         self.error_code = error_code
         self.final = final
+        self.request_id = request_id
         super().__init__(message)
 
 
@@ -177,8 +186,9 @@ class PredictionCancelled(EachlabsError):
 
     final = True
 
-    def __init__(self, message: str, *, prediction_id: str) -> None:
+    def __init__(self, message: str, *, prediction_id: str, request_id: str | None = None) -> None:
         self.prediction_id = prediction_id
+        self.request_id = request_id
         super().__init__(message)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_eachlabs import storage
 from airflow_provider_eachlabs.exceptions import EachlabsError, EachlabsInputError, EachlabsStorageError
-from airflow_provider_eachlabs.results import prediction_summary, report_success
+from airflow_provider_eachlabs.results import OUTCOME_KEY, prediction_summary, report_success, success_outcome
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -38,21 +38,28 @@ def finished_result(
     context: Context,
     prediction: Prediction,
     *,
+    model: str | None,
     output_path: str | None,
     name: str,
     fetch: Callable[[str], bytes],
     expected_format: str | None,
     log: Any,
 ) -> dict[str, Any]:
-    """A succeeded prediction's XCom result, its success reported once and its outputs stored."""
+    """A succeeded prediction's XCom result, its success reported once and its outputs stored.
+
+    The result is also left as ``eachlabs_outcome`` for the UI plugin's pages.
+    """
     report_success(context, prediction, log)
     result = prediction_summary(prediction)
+    if model is not None:
+        result["model"] = model
     if output_path:
         result.update(
             store_outputs(
                 prediction, output_path, name=name, fetch=fetch, expected_format=expected_format, log=log
             )
         )
+    context["ti"].xcom_push(key=OUTCOME_KEY, value=success_outcome(result))
     return result
 
 

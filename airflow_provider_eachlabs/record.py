@@ -47,6 +47,10 @@ class TaskRecord:
     uploads: dict[str, str] = field(default_factory=dict)
     # Predictions whose success (and cost) a try has already logged.
     reported_ids: list[str] = field(default_factory=list)
+    # The input the last create sent (when small), so a re-attaching try can show what was asked.
+    sent_input: dict[str, Any] | None = None
+    # Each try's prediction and how the try got it (created, re-attached, found): the UI's history.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     stored: bool = True
 
     @property
@@ -68,6 +72,8 @@ class TaskRecord:
         uploads = store.get(UPLOADS_KEY)
         finished = body.get("finished_ids")
         reported = body.get("reported_ids")
+        attempts = body.get("attempts")
+        sent_input = body.get("sent_input")
         return cls(
             sent_at=_number(body.get("sent_at")),
             prediction_id=check_prediction_id(body["id"]) if body.get("id") else None,
@@ -75,13 +81,18 @@ class TaskRecord:
             finished_ids=[check_prediction_id(i) for i in finished] if isinstance(finished, list) else [],
             uploads={str(k): str(v) for k, v in uploads.items()} if isinstance(uploads, Mapping) else {},
             reported_ids=[check_prediction_id(i) for i in reported] if isinstance(reported, list) else [],
+            sent_input=dict(sent_input) if isinstance(sent_input, Mapping) else None,
+            attempts=[dict(a) for a in attempts if isinstance(a, Mapping)]
+            if isinstance(attempts, list)
+            else [],
         )
 
-    def sending(self, now: float) -> None:
+    def sending(self, now: float, input: dict[str, Any] | None = None) -> None:
         """About to send a create: whatever an earlier try created is finished with."""
         if self.prediction_id:
             self.finished_ids.append(self.prediction_id)
         self.sent_at, self.prediction_id, self.started_at = now, None, None
+        self.sent_input = input
 
     def created(self, prediction_id: str, now: float) -> None:
         self.prediction_id, self.started_at = prediction_id, now
@@ -100,6 +111,10 @@ class TaskRecord:
         body: dict[str, Any] = {"version": RECORD_VERSION, "finished_ids": list(self.finished_ids)}
         if self.reported_ids:
             body["reported_ids"] = list(self.reported_ids)
+        if self.sent_input is not None:
+            body["sent_input"] = self.sent_input
+        if self.attempts:
+            body["attempts"] = list(self.attempts)
         if self.sent_at is not None:
             body["sent_at"] = self.sent_at
         if self.prediction_id:

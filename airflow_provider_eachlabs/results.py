@@ -6,6 +6,8 @@ Ids, URLs, paths and numbers, never image bytes: XCom lives in the metadata data
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,8 +18,15 @@ if TYPE_CHECKING:
 # Pushed right after the create, before any waiting, so links and pages work while the task waits.
 PREDICTION_ID_KEY = "prediction_id"
 PREDICTION_URL_KEY = "prediction_url"
+# What the task asked for (model, input, connection, which try and how): pushed with the id, read by
+# the UI plugin's task page.
+REQUEST_KEY = "eachlabs_request"
+# How the task's prediction ended, success or not: pushed as the task ends, read by the UI plugin.
+OUTCOME_KEY = "eachlabs_outcome"
 # A model's output that is not a file (an object, a list, text) is kept in XCom up to this size.
 OUTPUT_XCOM_MAX_BYTES = 4096
+# The input shown on the task page is kept up to this size (a prompt is small; a document is not).
+INPUT_XCOM_MAX_BYTES = 16384
 
 
 def prediction_summary(prediction: Prediction) -> dict[str, Any]:
@@ -71,3 +80,70 @@ def report_success(context: Context, prediction: Prediction, log: Any) -> None:
     )
     record.reported_ids.append(prediction.id)
     record.save(context)
+
+
+def small_json(value: Any, limit: int) -> Any:
+    """``value`` when its JSON fits in ``limit`` bytes, else None: XCom lives in the metadata database."""
+    return value if len(json.dumps(value, default=str).encode()) <= limit else None
+
+
+def request_record(
+    *, prediction_id: str, model: str | None, conn_id: str, input: Any, how: str, try_number: int | None
+) -> dict[str, Any]:
+    """The ``eachlabs_request`` XCom: what was asked, of which connection, and how this try got it."""
+    return {
+        "prediction_id": prediction_id,
+        "model": model,
+        "conn_id": conn_id,
+        "input": small_json(input, INPUT_XCOM_MAX_BYTES),
+        "how": how,
+        "try_number": try_number,
+    }
+
+
+def success_outcome(result: dict[str, Any]) -> dict[str, Any]:
+    """The ``eachlabs_outcome`` XCom of a success: the figures the overview page adds up."""
+    keys = ("prediction_id", "model", "status", "cost", "predict_time", "output_url", "stored_path", "sha256")
+    return {"ok": True, **{key: result.get(key) for key in keys}}
+
+
+def failure_outcome(prediction_id: str, model: str | None, error: BaseException) -> dict[str, Any]:
+    """The ``eachlabs_outcome`` XCom of a task that failed after its prediction existed."""
+    from airflow_provider_eachlabs import exceptions
+
+    status = {
+        exceptions.PredictionFailed: "failed",
+        exceptions.PredictionCancelled: "cancelled",
+        exceptions.PredictionTimeout: "timeout",
+    }.get(type(error), "error")
+    return {
+        "ok": False,
+        "prediction_id": prediction_id,
+        "model": model,
+        "status": status,
+        "error_class": type(error).__name__,
+        "error_code": getattr(error, "error_code", None),
+        "error_message": str(error)[:1000],
+        "request_id": getattr(error, "request_id", None),
+        "final": exceptions.is_final(error),
+    }
+
+
+@contextmanager
+def outcome_reported(
+    context: Context, prediction_id: Callable[[], str | None], model: str | None
+) -> Iterator[None]:
+    """A task that fails once its prediction exists leaves ``eachlabs_outcome`` saying how and why.
+
+    ``prediction_id`` is asked when the error happens (the task learns the id as it goes). Only the
+    provider's own errors are reported: anything else is a bug the task log shows.
+    """
+    try:
+        yield
+    except Exception as error:
+        from airflow_provider_eachlabs.exceptions import EachlabsError
+
+        known = prediction_id()
+        if known and isinstance(error, EachlabsError):
+            context["ti"].xcom_push(key=OUTCOME_KEY, value=failure_outcome(known, model, error))
+        raise

@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_eachlabs.failing import final_errors_fail_the_task
 from airflow_provider_eachlabs.links import EachlabsPredictionLink
-from airflow_provider_eachlabs.results import PREDICTION_ID_KEY, PREDICTION_URL_KEY
+from airflow_provider_eachlabs.results import PREDICTION_ID_KEY, PREDICTION_URL_KEY, outcome_reported
 from airflow_provider_eachlabs.settings import (
     DEFAULT_CONN_ID,
     MAX_OUTPUT_BYTES,
@@ -156,16 +156,16 @@ class EachlabsPredictionOperator(BaseOperator):
         """Report the success once, store the outputs when asked and return the small XCom result."""
         from airflow_provider_eachlabs.outputs import finished_result
 
-        result = finished_result(
+        return finished_result(
             context,
             prediction,
+            model=self.model,
             output_path=self.output_path,
             name=self.file_stem(prediction),
             fetch=self.fetch,
             expected_format=self.expected_output_format(),
             log=self.log,
         )
-        return {**result, "model": self.model}
 
     def file_stem(self, prediction: Prediction) -> str:
         """The name stored files get: ``output_name`` when given, else the prediction id."""
@@ -180,15 +180,14 @@ class EachlabsPredictionOperator(BaseOperator):
     # --- the task -----------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        with final_errors_fail_the_task():
+        with final_errors_fail_the_task(), outcome_reported(context, lambda: self.prediction_id, self.model):
             return self._execute(context)
 
     def _execute(self, context: Context) -> Any:
+        from airflow_provider_eachlabs.outputs import check_output_locations
         from airflow_provider_eachlabs.record import TaskRecord
 
         self._check_webhook()
-        from airflow_provider_eachlabs.outputs import check_output_locations
-
         check_output_locations(self.output_locations(), self.output_name)
         record = TaskRecord.load(context)
         if not record.stored:
@@ -228,11 +227,13 @@ class EachlabsPredictionOperator(BaseOperator):
         before paying again), nothing sent. The record is saved before the create is sent.
         """
         from airflow_provider_eachlabs.record import RecordState
+        from airflow_provider_eachlabs.results import INPUT_XCOM_MAX_BYTES, small_json
 
         if record.state is RecordState.CREATED:
             assert record.prediction_id is not None
             reattached = self._reattach(record.prediction_id, record.started_at or time.time())
             if reattached is not None:
+                self._announce(context, record, record.prediction_id, "re-attached")
                 return reattached
             record.finished()
         input_ = self.build_input(context, record)
@@ -245,12 +246,14 @@ class EachlabsPredictionOperator(BaseOperator):
                 self.log.info(
                     "Found prediction %s, created by an earlier try that died before recording it", found
                 )
-                self._record(context, record, found)
+                record.created(found, time.time())
+                record.save(context)
                 reattached = self._reattach(found, record.started_at or time.time())
                 if reattached is not None:
+                    self._announce(context, record, found, "found")
                     return reattached
                 record.finished()
-        record.sending(time.time())
+        record.sending(time.time(), small_json(input_, INPUT_XCOM_MAX_BYTES))
         record.save(context)
         prediction_id = self.hook.submit_prediction(
             self.model,
@@ -260,7 +263,8 @@ class EachlabsPredictionOperator(BaseOperator):
             since=record.sent_at,
             exclude=record.finished_ids,
         )
-        self._record(context, record, prediction_id)
+        record.created(prediction_id, time.time())
+        self._announce(context, record, prediction_id, "created")
         return prediction_id, record.started_at or time.time(), None
 
     def _reattach(self, prediction_id: str, started_at: float) -> tuple[str, float, Prediction | None] | None:
@@ -287,16 +291,30 @@ class EachlabsPredictionOperator(BaseOperator):
         )
         return prediction_id, started_at, prediction if prediction.succeeded else None
 
-    def _record(self, context: Context, record: TaskRecord, prediction_id: str) -> None:
-        """Remember the prediction before anything else can fail: for retries, and for the UI link."""
+    def _announce(self, context: Context, record: TaskRecord, prediction_id: str, how: str) -> None:
+        """Remember the prediction before anything else can fail: in the record for retries (with which
+        try got it and how), and in XCom for the link and the task's Eachlabs page."""
         from airflow_provider_eachlabs.api import prediction_url
+        from airflow_provider_eachlabs.results import REQUEST_KEY, request_record
 
         self.prediction_id = prediction_id
-        record.created(prediction_id, time.time())
-        record.save(context)
         ti = context["ti"]
+        try_number = getattr(ti, "try_number", None)
+        record.attempts.append({"try": try_number, "prediction_id": prediction_id, "how": how})
+        record.save(context)
         ti.xcom_push(key=PREDICTION_ID_KEY, value=prediction_id)
         ti.xcom_push(key=PREDICTION_URL_KEY, value=prediction_url(self.hook.host, prediction_id))
+        ti.xcom_push(
+            key=REQUEST_KEY,
+            value=request_record(
+                prediction_id=prediction_id,
+                model=self.model,
+                conn_id=self.eachlabs_conn_id,
+                input=record.sent_input,
+                how=how,
+                try_number=try_number,
+            ),
+        )
 
     def _deadline(self, context: Context, started_at: float) -> float:
         """When the wait must end: ``timeout`` after the create, and within ``execution_timeout``.
@@ -350,7 +368,8 @@ class EachlabsPredictionOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: check the event, fail with everything the API said, or finish."""
-        with final_errors_fail_the_task():
+        self.prediction_id = str((event or {}).get("prediction_id") or "") or None
+        with final_errors_fail_the_task(), outcome_reported(context, lambda: self.prediction_id, self.model):
             return self._complete(context, event)
 
     def _complete(self, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:

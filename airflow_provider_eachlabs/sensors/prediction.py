@@ -12,7 +12,13 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_eachlabs.failing import final_errors_fail_the_task
 from airflow_provider_eachlabs.links import EachlabsPredictionLink
-from airflow_provider_eachlabs.results import PREDICTION_ID_KEY, PREDICTION_URL_KEY
+from airflow_provider_eachlabs.results import (
+    PREDICTION_ID_KEY,
+    PREDICTION_URL_KEY,
+    REQUEST_KEY,
+    outcome_reported,
+    request_record,
+)
 from airflow_provider_eachlabs.settings import (
     DEFAULT_CONN_ID,
     MAX_OUTPUT_BYTES,
@@ -69,6 +75,7 @@ class PredictionSensor(BaseSensorOperator):
         self.output_path = output_path
         self.output_name = output_name
         self.max_output_bytes = max_output_bytes
+        self._id_checked = False
 
     @cached_property
     def hook(self) -> EachlabsHook:
@@ -77,8 +84,12 @@ class PredictionSensor(BaseSensorOperator):
         return EachlabsHook(self.eachlabs_conn_id)
 
     def execute(self, context: Context) -> Any:
-        with final_errors_fail_the_task():
+        with final_errors_fail_the_task(), outcome_reported(context, self._checked_id, None):
             return self._execute(context)
+
+    def _checked_id(self) -> str | None:
+        """The prediction id once it passed its checks: a refused id has no outcome to report."""
+        return self.prediction_id if self._id_checked else None
 
     def _execute(self, context: Context) -> Any:
         from airflow_provider_eachlabs.api import check_prediction_id, prediction_url
@@ -87,14 +98,26 @@ class PredictionSensor(BaseSensorOperator):
 
         require_text("prediction_id", self.prediction_id)
         self.prediction_id = check_prediction_id(self.prediction_id, field_name="prediction_id")
+        self._id_checked = True
         check_output_locations(
             {"output_path": self.output_path} if self.output_path else {}, self.output_name
         )
         ti = context["ti"]
         ti.xcom_push(key=PREDICTION_ID_KEY, value=self.prediction_id)
         ti.xcom_push(key=PREDICTION_URL_KEY, value=prediction_url(self.hook.host, self.prediction_id))
+        ti.xcom_push(
+            key=REQUEST_KEY,
+            value=request_record(
+                prediction_id=self.prediction_id,
+                model=None,
+                conn_id=self.eachlabs_conn_id,
+                input=None,
+                how="sensed",
+                try_number=getattr(ti, "try_number", None),
+            ),
+        )
         if not self.deferrable:
-            return super().execute(context)
+            return super().execute(context)  # poke() until done; its errors come back through here
         from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
 
         now = time.time()
@@ -110,17 +133,17 @@ class PredictionSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        with final_errors_fail_the_task():
-            prediction = self.hook.get_prediction(self.prediction_id)
-            self.log.info("Prediction %s is %r", self.prediction_id, prediction.status)
-            if not prediction.is_terminal:
-                return PokeReturnValue(is_done=False)
-            return PokeReturnValue(is_done=True, xcom_value=self._finish(context, prediction))
+        prediction = self.hook.get_prediction(self.prediction_id)
+        self.log.info("Prediction %s is %r", self.prediction_id, prediction.status)
+        if not prediction.is_terminal:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, prediction))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         from airflow_provider_eachlabs.triggers.prediction import prediction_from_event
 
-        with final_errors_fail_the_task():
+        self._id_checked = True  # checked before the deferral
+        with final_errors_fail_the_task(), outcome_reported(context, self._checked_id, None):
             return self._finish(context, prediction_from_event(event, self.prediction_id))
 
     def _finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
@@ -135,6 +158,7 @@ class PredictionSensor(BaseSensorOperator):
         return finished_result(
             context,
             prediction,
+            model=None,
             output_path=self.output_path,
             name=str(self.output_name) if self.output_name else prediction.id,
             fetch=lambda url: self.hook.download(url, self.max_output_bytes).content,

@@ -93,12 +93,32 @@ def test_sync_fill_uploads_creates_waits_stores_and_returns_a_small_result(
         "height": 384,
     }
     assert stored.read_bytes() == eachlabs_conn.file_bytes(output_url)
+    sent = eachlabs_conn.predictions[prediction_id].input
     assert ctx["ti"].xcoms == {
         "prediction_id": prediction_id,
         "prediction_url": f"{eachlabs_conn.base_url}/v1/prediction/{prediction_id}",
+        # What the task's Eachlabs page shows: the request as sent, and how it ended.
+        "eachlabs_request": {
+            "prediction_id": prediction_id,
+            "model": "flux-fill-pro",
+            "conn_id": "eachlabs_default",
+            "input": sent,
+            "how": "created",
+            "try_number": None,
+        },
+        "eachlabs_outcome": {
+            "ok": True,
+            "prediction_id": prediction_id,
+            "model": "flux-fill-pro",
+            "status": "success",
+            "cost": 0.05,
+            "predict_time": 0.3,
+            "output_url": output_url,
+            "stored_path": str(stored),
+            "sha256": result["sha256"],
+        },
     }
     assert ctx["task_state_store"]["eachlabs_prediction"]["id"] == prediction_id
-    sent = eachlabs_conn.predictions[prediction_id].input
     assert sent["image"].startswith(f"{eachlabs_conn.base_url}/files/uploads/")
     assert (sent["steps"], sent["guidance"], sent["safety_tolerance"], sent["output_format"]) == (
         50,

@@ -139,10 +139,12 @@ def test_the_sensor_stores_the_output_as_the_operator_does(
     assert set(sensed) == set(waited) - {"model"}
     assert sensed["stored_path"] == f"{tmp_path}/by-sensor/{prediction_id}.png"
     assert Image.open(sensed["stored_path"]).size == (512, 384)
-    assert ctx["ti"].xcoms == {
+    assert {key: ctx["ti"].xcoms[key] for key in ("prediction_id", "prediction_url")} == {
         "prediction_id": prediction_id,
         "prediction_url": f"{eachlabs_conn.base_url}/v1/prediction/{prediction_id}",
     }
+    assert ctx["ti"].xcoms["eachlabs_request"]["how"] == "sensed"
+    assert ctx["ti"].xcoms["eachlabs_outcome"]["stored_path"] == sensed["stored_path"]
     assert eachlabs_conn.counters.create_requests == 2
 
 

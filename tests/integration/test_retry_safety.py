@@ -139,7 +139,7 @@ def test_trigger_on_kill_never_raises(eachlabs_conn: EachlabsSimulator):
     asyncio.run(trigger.on_kill())  # a user's kill: the cancel fails every time, and on_kill returns
     # It tried (the first cancel and each retry the connection allows), then gave up quietly.
     assert eachlabs_conn.counters.cancels == 1 + 3
-    assert eachlabs_conn.predictions[prediction_id].status == "processing"
+    assert eachlabs_conn.predictions[prediction_id].status in ("starting", "processing")  # not cancelled
 
 
 # --- downloads -------------------------------------------------------------------------------------
