@@ -57,9 +57,10 @@ screenshots: e2e-deps
 $(LOWEST_VENV)/bin/.installed: pyproject.toml
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/pip install --quiet --upgrade pip
-	$(LOWEST_VENV)/bin/pip install --quiet "apache-airflow==$(LOWEST_AIRFLOW)" $(LOWEST_PINS) -e ".[simulator,test]"
+	$(LOWEST_VENV)/bin/pip install --quiet "apache-airflow==$(LOWEST_AIRFLOW)" $(LOWEST_PINS) -e ".[simulator,test]" playwright
 	touch $@
 
 test-lowest: $(LOWEST_VENV)/bin/.installed
 	$(LOWEST_VENV)/bin/python -c "import airflow; print('Airflow', airflow.__version__)"
-	$(LOWEST_VENV)/bin/pytest -q tests/unit tests/simulator tests/integration tests/dags tests/e2e/test_real_airflow.py
+	$(LOWEST_VENV)/bin/pytest -q tests/unit tests/simulator tests/integration tests/dags tests/e2e/test_real_airflow.py tests/e2e/test_ui_plugin.py \
+		tests/e2e/test_browser.py

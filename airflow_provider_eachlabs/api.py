@@ -114,6 +114,14 @@ FAILURE_CODES: dict[FailureCause, frozenset[str]] = {
         }
     ),
 }
+
+
+def failure_cause(error_code: str | None) -> FailureCause:
+    """What a failed prediction's error code says about retrying it."""
+    code = (error_code or "").upper()
+    return next((cause for cause, codes in FAILURE_CODES.items() if code in codes), FailureCause.UNKNOWN)
+
+
 FINAL_CAUSES = frozenset({FailureCause.CONTENT_POLICY, FailureCause.INPUT})
 
 
@@ -167,11 +175,7 @@ class Prediction:
 
     @property
     def failure_cause(self) -> FailureCause:
-        code = (self.error_code or "").upper()
-        for cause, codes in FAILURE_CODES.items():
-            if code in codes:
-                return cause
-        return FailureCause.UNKNOWN
+        return failure_cause(self.error_code)
 
     @property
     def error_text(self) -> str:

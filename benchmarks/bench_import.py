@@ -1,4 +1,5 @@
-"""DAG-parse cost of importing our operator, next to the operators users would import instead.
+"""DAG-parse cost of importing our operator, next to the operators users would import instead; and
+what our UI plugin adds to the start of every task.
 
 The scheduler's DAG processor re-imports every DAG file in a fresh interpreter, so what an operator's
 module costs to import is paid on every parse of every DAG that uses it. Each row here is the time
@@ -11,6 +12,15 @@ comparison providers are never installed into the project's ``.venv``: the tests
 users install it. Ours is measured in the project's ``.venv`` too, as an extra row.
 
 The rows run interleaved (row 1, row 2, ..., row 1, row 2, ...) so that machine noise hits all alike.
+
+Airflow loads every ``airflow.plugins`` entry point in each task process (``integrate_macros_plugins``
+when it builds the task's context) and in the DAG processor, so the plugin's own import is paid on
+every task start. The second table times the step of that load where entry-point plugins are
+imported and instantiated (``_load_entrypoint_plugins``, after what a task process has already
+imported; the rest of ``integrate_macros_plugins``, about 170 ms of provider discovery here, does
+not depend on our plugin and would drown a 5 ms figure in its noise). It runs in the project venv
+twice, interleaved: once as installed, once with our entry point skipped, which is the same process
+without the plugin. The difference is what the plugin costs.
 
     python benchmarks/bench_import.py [--runs 9] [--python PATH] [--json]
 """
@@ -40,6 +50,7 @@ DEFAULT_COMPARE_VENV = ROOT / "benchmarks" / ".venv"
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 STAMP_NAME = ".bench-import-stamp"
 TARGET_MS = 20.0
+PLUGIN_TARGET_MS = 5.0
 MIN_RUNS = 7
 
 # Runs in each fresh process: airflow.sdk first (every DAG file imports it), then only the import
@@ -50,6 +61,25 @@ SNIPPET = (
     "getattr(importlib.import_module(sys.argv[1]), sys.argv[2])\n"
     "print((time.perf_counter() - t) * 1000)\n"
 )
+
+
+# Runs in each fresh process: what a task process has imported before it loads plugins, then the
+# timed load, with the entry points whose module starts with argv[1] skipped (none when it is "").
+PLUGIN_SNIPPET = (
+    "import sys, time, airflow.sdk\n"
+    "from airflow.sdk.execution_time import task_runner\n"
+    "from airflow.sdk._shared import module_loading\n"
+    "from airflow.sdk._shared.plugins_manager import _load_entrypoint_plugins\n"
+    "real, skip = module_loading.entry_points_with_dist, sys.argv[1]\n"
+    "module_loading.entry_points_with_dist = lambda group: (\n"
+    "    (ep, dist) for ep, dist in real(group) if not (skip and ep.value.startswith(skip)))\n"
+    "t = time.perf_counter()\n"
+    "plugins, errors = _load_entrypoint_plugins()\n"
+    "elapsed = (time.perf_counter() - t) * 1000\n"
+    "assert not errors, errors\n"
+    "print(','.join(sorted(p.name for p in plugins)) or '-', elapsed)\n"
+)
+PLUGIN_MODULE = "airflow_provider_eachlabs.plugin"
 
 
 @dataclass(frozen=True)
@@ -212,6 +242,51 @@ def measure(rows: list[Row], runs: int, airflow_home: Path) -> None:
         log(f"round {run + 1}/{runs} done")
 
 
+def time_plugin_load(python: Path, skip: str, airflow_home: Path) -> tuple[str, float]:
+    """The plugins a task process loaded and the ms it took, in a fresh process, ``skip`` left out."""
+    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home)}
+    proc = subprocess.run(
+        [str(python), "-c", PLUGIN_SNIPPET, skip],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=airflow_home,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"plugin load failed, exit {proc.returncode}: {last}")
+    names, ms = lines[-1].rsplit(" ", 1)
+    return names, float(ms)
+
+
+def measure_plugin(python: Path, runs: int, airflow_home: Path) -> dict[str, Any]:
+    """Task-start plugin load with ours and without, interleaved; checks each run loaded what it says."""
+    samples: dict[str, list[float]] = {"with": [], "without": []}
+    for run in range(runs + 1):  # the first round is a warm-up (bytecode, Airflow's config)
+        for variant, skip in (("with", ""), ("without", PLUGIN_MODULE)):
+            names, ms = time_plugin_load(python, skip, airflow_home)
+            if ("eachlabs" in names.split(",")) != (variant == "with"):
+                raise RuntimeError(f"the {variant} run loaded plugins {names!r}")
+            if run:
+                samples[variant].append(ms)
+        log(f"plugin round {run}/{runs} done" if run else "plugin warm-up done")
+    with_ms, without_ms = (statistics.median(samples[v]) for v in ("with", "without"))
+    added = with_ms - without_ms
+    return {
+        "what": "ms to import and instantiate the airflow.plugins entry points at a task's start, "
+        "fresh process each sample",
+        "python": str(python),
+        "with_plugin_ms": round(with_ms, 2),
+        "without_plugin_ms": round(without_ms, 2),
+        "added_ms": round(added, 2),
+        "target_ms": PLUGIN_TARGET_MS,
+        "met": added <= PLUGIN_TARGET_MS,
+        "samples_ms": {variant: [round(x, 2) for x in values] for variant, values in samples.items()},
+    }
+
+
 def summarize(row: Row, reference_ms: float | None) -> dict[str, Any]:
     """Median, min, max and the ratio to ours (compare venv) of one row, as plain data."""
     result: dict[str, Any] = {
@@ -256,7 +331,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def build_report(rows: list[Row], runs: int) -> dict[str, Any]:
+def build_report(rows: list[Row], runs: int, plugin: dict[str, Any]) -> dict[str, Any]:
     """The whole result as one JSON-able object, shaped for a `make bench` that collects them all."""
     reference = rows[0]
     reference_ms = statistics.median(reference.samples) if reference.samples else None
@@ -270,6 +345,7 @@ def build_report(rows: list[Row], runs: int) -> dict[str, Any]:
         "target_ms": TARGET_MS,
         "rows": summaries,
         "target": [verdict(summary) for summary in ours],
+        "plugin": plugin,
     }
 
 
@@ -299,6 +375,16 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append("")
     for item in report["target"]:
         lines.append(target_line(item))
+    plugin = report["plugin"]
+    lines += [
+        "",
+        f"Entry-point plugin load at a task's start, ms, median of {report['runs']} fresh processes",
+        f"{'with the eachlabs plugin':<32}  {plugin['with_plugin_ms']:>8.1f}",
+        f"{'without it (entry point skipped)':<32}  {plugin['without_plugin_ms']:>8.1f}",
+        f"target <= {PLUGIN_TARGET_MS:.0f} ms added by the plugin: "
+        + ("met" if plugin["met"] else "missed")
+        + f" ({plugin['added_ms']:+.1f} ms)",
+    ]
     return "\n".join(lines)
 
 
@@ -321,7 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         airflow_home = Path(tmp)
         warm_up(rows, airflow_home)
         measure(rows, args.runs, airflow_home)
-    report = build_report(rows, args.runs)
+        plugin = measure_plugin(args.project_python, args.runs, airflow_home)
+    report = build_report(rows, args.runs, plugin)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 

@@ -81,6 +81,16 @@ def summary_rows(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
             for row in report["rows"]:
                 if "median_ms" in row and not row["label"].startswith("eachlabs"):
                     rows.append((f"import: {row['label']} (ms)", fmt(row["median_ms"], 1), "-", "compare"))
+            plugin = report["plugin"]
+            rows.append(
+                (
+                    "import: task start, plugin load added by the eachlabs plugin (ms)",
+                    f"{plugin['added_ms']:+.1f} ({plugin['with_plugin_ms']:.1f} with, "
+                    f"{plugin['without_plugin_ms']:.1f} without)",
+                    "<= 5",
+                    "met" if plugin["met"] else "MISSED",
+                )
+            )
         elif name == "simulator":
             rows.append(
                 ("simulator: GET /v1/prediction/{id} (req/s)", f"{report['median_rps']:.0f}", "-", "info")

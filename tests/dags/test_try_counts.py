@@ -22,6 +22,8 @@ from tests.dags.conftest import TRY_ROWS
 
 DAG_FILE = Path(__file__).parent / "trycount" / "eachlabs_try_count.py"
 KEY = "try-key-5c1e"
+# Airflow 3.3+ keeps a task's record across tries (task_state_store); a retry re-attaches through it.
+KEEPS_TASK_STATE = importlib.util.find_spec("airflow.models.task_state_store") is not None
 
 
 @dataclass(frozen=True)
@@ -219,8 +221,11 @@ def test_a_transient_error_gets_airflows_retries(
     tries, predictions = run_case(monkeypatch, capfd, tmp_path, case, "transient")
     assert tries == 3
     # A failed or timed-out prediction is replaced by a fresh one on each try; nothing else is bought:
-    # a failing status request re-attaches to the one prediction, a failing create or presign buys none.
+    # a failing status request re-attaches to the one prediction (Airflow 3.3+; 3.2 has no
+    # task_state_store to keep its id in, so each try buys one), a failing create or presign buys none.
     if case.error in ("PredictionFailed", "PredictionTimeout"):
         assert predictions == 3
+    elif case.faults[0][0] == "get":
+        assert predictions == (1 if KEEPS_TASK_STATE else 3)
     else:
-        assert predictions == (1 if case.faults[0][0] == "get" else 0)
+        assert predictions == 0

@@ -49,6 +49,9 @@ LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 API_KEY = "e2e-key-4b1d6f0a93"
 WEBHOOK_SECRET = "whsec-e2e-8c2f71d0a4"
 ADMIN_USER = "admin"
+# A second user of the simple auth manager with no role: it may sign in, and may read no DAG (the
+# simple auth manager cannot limit a user to some DAGs; the FAB one can, through the same checks).
+OUTSIDER_USER = "outsider"
 AIRFLOW = [sys.executable, "-m", "airflow"]
 T = TypeVar("T")
 
@@ -463,7 +466,7 @@ def _airflow_env(home: Path, db_url: str, port: int, password_file: Path, output
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin,{OUTSIDER_USER}:",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
             "AIRFLOW__API__HOST": LOOPBACK,
             "AIRFLOW__API__PORT": str(port),
@@ -502,7 +505,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
     processes = ProcessManager(log_dir=tmp_path_factory.mktemp("e2e-logs"))
     password = secrets.token_urlsafe(12)
     password_file = home / "passwords.json"
-    password_file.write_text(json.dumps({ADMIN_USER: password}))
+    password_file.write_text(json.dumps({ADMIN_USER: password, OUTSIDER_USER: password}))
     fast_sim = EachlabsSimulator(api_key=API_KEY, predict_seconds=1.0)
     slow_sim = EachlabsSimulator(api_key=API_KEY, predict_seconds=20.0)
     failures: list[str] = []

@@ -1,8 +1,10 @@
 """The provider as a person meets it in the Airflow UI, through a real headless Chromium.
 
 The REST tests prove the data is there; these prove the UI renders it the way the provider info
-declares: the connection form relabelled for Eachlabs with the unused fields hidden, and the
-"Eachlabs prediction" button on a finished fill pointing at its prediction. Screenshots are kept
+and the plugin declare: the connection form relabelled for Eachlabs with the unused fields hidden,
+the "Eachlabs prediction" button on a finished fill opening its Eachlabs tab, the tab's before, mask
+and after images drawn for a succeeded fill and the reason in plain sight for a rejected one, and the
+fills page in the navigation, all without a console error. Screenshots are kept
 (``EACHLABS_E2E_SCREENSHOTS``, default ``build/e2e-screenshots``; ``make screenshots`` writes the
 README's copies to ``docs/screenshots``).
 """
@@ -135,3 +137,148 @@ def test_eachlabs_prediction_link_on_a_finished_fill(browser_page: Page, dags_re
         href == f"/dags/eachlabs_flux_fill/runs/{quote(run_id, safe='')}/tasks/remove_crate/plugin/eachlabs"
     ), href
     page.screenshot(path=str(SCREENSHOTS / "prediction-link.png"))
+    if link.get_attribute("target") == "_blank":  # Airflow 3.2 opens every extra link in a new tab
+        with page.context.expect_page() as opened:
+            link.click()
+        landed = opened.value
+    else:
+        link.click()
+        landed = page
+    try:
+        landed.wait_for_url("**/plugin/eachlabs")
+        tab = _eachlabs_frame(landed, "eachlabs/ti/")
+        tab.get_by_text(prediction_id).first.wait_for()
+    finally:
+        if landed is not page:
+            landed.close()
+
+
+def _eachlabs_frame(page: Page, path: str) -> Any:
+    """The plugin's page inside the UI's iframe, once its document has loaded."""
+    iframe = page.locator(f"iframe[src^='{path}']")  # a relative src: below [api] base_url
+    iframe.wait_for()
+    frame = iframe.element_handle().content_frame()
+    assert frame is not None
+    frame.wait_for_load_state("load")
+    return frame
+
+
+@pytest.fixture()
+def console_errors(browser_page: Page) -> Iterator[list[str]]:
+    """Every console error and uncaught script error while the test runs, from any frame."""
+    errors: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(f"{message.text} at {message.location.get('url')}")
+
+    def on_page_error(error: Any) -> None:
+        errors.append(str(error))
+
+    browser_page.on("console", on_console)
+    browser_page.on("pageerror", on_page_error)
+    yield errors
+    browser_page.remove_listener("console", on_console)
+    browser_page.remove_listener("pageerror", on_page_error)
+
+
+def _tall_screenshot(page: Page, name: str) -> None:
+    """The plugin's pages scroll inside the UI's iframe: a taller window shows them whole."""
+    page.set_viewport_size({"width": 1400, "height": 1300})
+    try:
+        page.wait_for_timeout(300)  # the iframe re-lays out
+        page.screenshot(path=str(SCREENSHOTS / name))
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def _natural_widths(frame: Any) -> dict[str, int]:
+    return dict(
+        frame.evaluate(
+            "() => Array.from(document.querySelectorAll('img[data-kind]'))"
+            ".map(img => [img.dataset.kind, img.complete ? img.naturalWidth : 0])"
+        )
+    )
+
+
+def test_the_eachlabs_tab_draws_before_mask_and_after(
+    browser_page: Page, dags_ready: AirflowStack, console_errors: list[str]
+) -> None:
+    """Click the task's "Eachlabs" tab: three images, each drawn (natural width above zero)."""
+    stack = dags_ready
+    stack.use_simulator(stack.fast_sim)
+    run_id = stack.api.trigger("eachlabs_flux_fill")
+    assert stack.api.wait_run("eachlabs_flux_fill", run_id) == "success", stack.logs()
+    prediction_id = stack.api.xcom("eachlabs_flux_fill", run_id, "remove_crate", "prediction_id")
+    page = browser_page
+    page.goto(f"{stack.base_url}/dags/eachlabs_flux_fill/runs/{run_id}/tasks/remove_crate")
+    page.get_by_role("link", name="Eachlabs", exact=True).click()
+    tab = _eachlabs_frame(page, "eachlabs/ti/")
+    tab.get_by_text(prediction_id).first.wait_for()
+    tab.wait_for_function(
+        "() => Array.from(document.querySelectorAll('img[data-kind]')).every(img => img.complete)"
+    )
+    assert _natural_widths(tab) == {"before": 512, "mask": 512, "after": 512}
+    assert tab.get_by_text("success", exact=True).first.is_visible()
+    _tall_screenshot(page, "eachlabs-tab-success.png")
+    assert tab.evaluate("() => document.documentElement.dataset.theme") == "light"
+    page.evaluate("() => localStorage.setItem('theme', 'dark')")  # the UI's own theme setting
+    try:
+        page.reload()
+        tab = _eachlabs_frame(page, "eachlabs/ti/")
+        tab.get_by_text(prediction_id).first.wait_for()
+        assert tab.evaluate("() => document.documentElement.dataset.theme") == "dark"
+        assert tab.evaluate("() => getComputedStyle(document.body).backgroundColor") == "rgb(15, 20, 26)"
+        _tall_screenshot(page, "eachlabs-tab-dark.png")
+    finally:
+        page.evaluate("() => localStorage.setItem('theme', 'light')")
+    assert console_errors == []
+
+
+def test_the_eachlabs_tab_of_a_rejected_fill_says_why(
+    browser_page: Page, dags_ready: AirflowStack, console_errors: list[str]
+) -> None:
+    stack = dags_ready
+    stack.use_simulator(stack.fast_sim)
+    stack.fast_sim.inject("create", "fail", error_code="PROVIDER_REJECTED", error_message="flagged input")
+    try:
+        run_id = stack.api.trigger("eachlabs_flux_fill")
+        assert stack.api.wait_run("eachlabs_flux_fill", run_id) == "failed"
+    finally:
+        stack.fast_sim.clear_faults()
+    page = browser_page
+    page.goto(f"{stack.base_url}/dags/eachlabs_flux_fill/runs/{run_id}/tasks/remove_crate/plugin/eachlabs")
+    tab = _eachlabs_frame(page, "eachlabs/ti/")
+    failure = tab.locator(".failure")
+    failure.wait_for()
+    assert "The prediction failed (PROVIDER_REJECTED)" in failure.inner_text()
+    assert "content policy rejected the input" in failure.inner_text()
+    assert tab.get_by_text("Not shown: the prediction failed, so it has no output").is_visible()
+    tab.wait_for_function(
+        "() => Array.from(document.querySelectorAll('img[data-kind]')).every(img => img.complete)"
+    )
+    assert _natural_widths(tab) == {"before": 512, "mask": 512}
+    _tall_screenshot(page, "eachlabs-tab-failure.png")
+    assert console_errors == []
+
+
+def test_the_fills_page_in_the_navigation(
+    browser_page: Page, dags_ready: AirflowStack, console_errors: list[str]
+) -> None:
+    """Browse > Eachlabs fills: the figures, and a thumbnail drawn for each succeeded fill shown."""
+    page = browser_page
+    page.goto(f"{dags_ready.base_url}/")
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Eachlabs fills").click()
+    page.wait_for_url("**/plugin/eachlabs-fills")
+    fills = _eachlabs_frame(page, "eachlabs/")
+    assert int(fills.locator("#fills").inner_text()) >= 2
+    fills.wait_for_function(
+        "() => Array.from(document.querySelectorAll('img.thumb')).every(img => img.complete)"
+    )
+    widths = fills.evaluate(
+        "() => Array.from(document.querySelectorAll('img.thumb')).map(img => img.naturalWidth)"
+    )
+    assert widths and all(width > 0 for width in widths), widths
+    _tall_screenshot(page, "eachlabs-fills.png")
+    assert console_errors == []

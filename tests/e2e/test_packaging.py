@@ -59,7 +59,8 @@ def test_metadata_passes_twine_check(dists: dict[str, Path]) -> None:
 
 
 def test_wheel_carries_simulator_types_and_entry_point(dists: dict[str, Path]) -> None:
-    """The simulator ships for users' own tests, py.typed for their mypy, the entry point for Airflow."""
+    """The simulator ships for users' own tests, py.typed for their mypy, the entry points (provider
+    and UI plugin) for Airflow, the plugin's templates for the api-server."""
     from airflow_provider_eachlabs import __version__
 
     with zipfile.ZipFile(dists["wheel"]) as wheel:
@@ -74,11 +75,13 @@ def test_wheel_carries_simulator_types_and_entry_point(dists: dict[str, Path]) -
         f"{DIST_NAME}/testing/__main__.py",
         f"{DIST_NAME}/testing/pytest_plugin.py",
         f"{DIST_NAME}/testing/server.py",
+        *(f"{DIST_NAME}/plugin/templates/{page}.html" for page in ("base", "task", "overview")),
     ):
         assert required in names, f"{required} missing from the wheel"
     assert not any(name.startswith(("tests/", "example_dags/", "benchmarks/")) for name in names), names
     assert "[apache_airflow_provider]" in entry_points, entry_points
     assert "provider_info = airflow_provider_eachlabs:get_provider_info" in entry_points, entry_points
+    assert "[airflow.plugins]\neachlabs = airflow_provider_eachlabs.plugin:EachlabsPlugin" in entry_points
     assert f"Version: {__version__}" in metadata
     assert "Requires-Dist: apache-airflow>=" in metadata
     assert "Provides-Extra: simulator" in metadata
@@ -124,3 +127,5 @@ def test_fresh_venv_with_only_the_wheel(dists: dict[str, Path], tmp_path: Path) 
     )
     providers = {p["package_name"]: p["version"] for p in json.loads(listed[listed.index("[") :])}
     assert providers.get("airflow-provider-eachlabs") == __version__, providers
+    plugins = _run([str(env_dir / "bin" / "airflow"), "plugins", "--output", "json"], workdir, 300, env=env)
+    assert '"name": "eachlabs"' in plugins and '"url_prefix": "/eachlabs"' in plugins, plugins

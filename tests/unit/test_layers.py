@@ -91,3 +91,10 @@ def test_the_protocol_core_imports_no_airflow_and_no_http_library(module: str):
 
 def test_the_sensor_does_not_import_the_operators():
     assert not {m for m in reaches(f"{NAME}.sensors.prediction") if m.startswith(f"{NAME}.operators")}
+
+
+def test_only_airflow_imports_the_ui_plugin():
+    """The plugin sits on top: no operator, hook or trigger may need the api-server's code."""
+    plugin = {module for module in MODULES if module.startswith(f"{NAME}.plugin")}
+    below = [module for module in MODULES if module not in plugin]
+    assert [module for module in below if reaches(module) & plugin] == []

@@ -57,3 +57,24 @@ def test_dag_file_imports_stay_cheap():
     ).stdout.split()
     heavy = {"requests", "aiohttp", "httpx", "tenacity", "PIL", "urllib3", "fastapi", "uvicorn"}
     assert not heavy & {name.split(".")[0] for name in loaded}
+
+
+def test_loading_the_ui_plugin_in_a_task_process_builds_no_web_app():
+    """Airflow loads entry-point plugins in every task process: ours loads the class, not its app."""
+    code = (
+        "import sys, airflow.sdk\n"
+        "from airflow.sdk.execution_time import task_runner\n"
+        "from airflow.sdk._shared.plugins_manager import _load_entrypoint_plugins\n"
+        "before = set(sys.modules)\n"
+        "plugins, errors = _load_entrypoint_plugins()\n"
+        "print([p.name for p in plugins], errors)\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    found, loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert found == "['eachlabs'] {}"
+    web = {"fastapi", "starlette", "jinja2", "sqlalchemy"}
+    heavy = {"requests", "aiohttp", "httpx", "tenacity", "PIL", *web}
+    assert not heavy & {name.split(".")[0] for name in loaded.split()}
+    assert "airflow_provider_eachlabs.plugin.app" not in loaded.split()

@@ -1,0 +1,274 @@
+"""The plugin's FastAPI app, mounted by the api-server at ``/eachlabs``: the task page, its images,
+its live status, and the overview of every fill. Only the api-server imports this module (through
+the plugin's lazy ``fastapi_apps``), so it imports FastAPI, Jinja2 and Airflow's API security freely.
+
+Every route uses Airflow's own login: the task routes ask the auth manager for read access to the
+task instances of the DAG in their path (``requires_access_dag``), the overview lists only the DAGs
+the user may read. Pages are addressed by dag, run, task and map index; what they show comes from
+what that task recorded. The API key stays here: the live status is fetched by the api-server, and
+no page, image or answer carries it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from airflow_provider_eachlabs.links import task_tab_path
+from airflow_provider_eachlabs.plugin.advice import advice
+from airflow_provider_eachlabs.plugin.images import KINDS, Unavailable, picture, unrecorded
+from airflow_provider_eachlabs.plugin.records import Row, TaskView, overview, task_view
+
+TEMPLATES = Path(__file__).parent / "templates"
+NOTHING = "\u2013"  # an en dash, where a figure is not known
+OVERVIEW_ROWS = 200
+OK_STATUSES = frozenset({"success", "succeeded"})
+BAD_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "timeout"})
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Eachlabs", docs_url=None, redoc_url=None, openapi_url=None)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    env.globals.update(money=_money, seconds=_seconds, percent=_percent)
+    can_read_task = [Depends(requires_access_dag("GET", DagAccessEntity.TASK_INSTANCE))]
+
+    def view_or_404(session: Any, dag_id: str, run_id: str, task_id: str, map_index: str | None) -> TaskView:
+        view = task_view(session, dag_id, run_id, task_id, _map_index(map_index))
+        if view is None:
+            raise HTTPException(404, "No such task instance")
+        return view
+
+    @app.get("/ti/{dag_id}/{run_id}/{task_id}", dependencies=can_read_task, response_class=HTMLResponse)
+    def task_page(
+        request: Request,
+        session: SessionDep,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: str | None = None,
+    ) -> HTMLResponse:
+        view = view_or_404(session, dag_id, run_id, task_id, map_index)
+        base = f"{request.scope.get('root_path', '')}/ti/{_path(dag_id, run_id, task_id)}"
+        query = f"map_index={view.map_index}"
+        status = _shown_status(view)
+        page = env.get_template("task.html").render(
+            view=view,
+            status=status,
+            badge=_badge(status),
+            duration=_duration(view),
+            failure=_failure(view),
+            parameters=_parameters(view.input),
+            has_history=len(view.attempts) > 1 or _has_task_state_store(),
+            status_url=f"{base}/status?{query}",
+            image_url=lambda kind: f"{base}/image/{kind}?{query}&try={view.try_number}",
+            unrecorded=lambda kind: unrecorded(view, kind),
+        )
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    @app.get("/ti/{dag_id}/{run_id}/{task_id}/status", dependencies=can_read_task)
+    def task_status(
+        session: SessionDep, dag_id: str, run_id: str, task_id: str, map_index: str | None = None
+    ) -> JSONResponse:
+        """The prediction's status as the API reports it now, for a page whose task still waits."""
+        view = view_or_404(session, dag_id, run_id, task_id, map_index)
+        answer: dict[str, Any] = {"task_state": view.state, "elapsed": _duration(view)}
+        if view.prediction_id and view.waiting:
+            answer.update(_live_status(view))
+        else:
+            status = _shown_status(view)
+            answer.update(status=status, badge=_badge(status))
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+    @app.get("/ti/{dag_id}/{run_id}/{task_id}/image/{kind}", dependencies=can_read_task)
+    def task_image(
+        session: SessionDep,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        kind: str,
+        map_index: str | None = None,
+        thumb: bool = False,
+    ) -> Response:
+        if kind not in KINDS:
+            raise HTTPException(404, f"no image called {kind!r}: one of {', '.join(KINDS)}")
+        view = view_or_404(session, dag_id, run_id, task_id, map_index)
+        try:
+            found = picture(view, kind, thumbnail=thumb)
+        except Unavailable as why:
+            return PlainTextResponse(str(why), status_code=404)
+        return Response(
+            found.content, media_type=found.content_type, headers={"Cache-Control": "private, max-age=300"}
+        )
+
+    @app.get("/", response_class=HTMLResponse)
+    def overview_page(
+        request: Request,
+        session: SessionDep,
+        user: GetUserDep,
+        dag_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        status: str | None = None,
+    ) -> HTMLResponse:
+        readable = set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
+        filters: dict[str, Any] = {
+            "dag_id": dag_id or None,
+            "since": _day(since),
+            "until": _day(until),
+            "status": status or None,
+        }
+        found = overview(session, readable, limit=OVERVIEW_ROWS, **filters)
+        root = request.scope.get("root_path", "")
+        ui_base = root[: -len("/eachlabs")] if root.endswith("/eachlabs") else ""
+
+        def thumb_url(row: Row) -> str:
+            where = _path(row.dag_id, row.run_id, row.task_id)
+            return f"{root}/ti/{where}/image/after?map_index={row.map_index}&thumb=true"
+
+        def tab_url(row: Row) -> str:
+            return task_tab_path(row.dag_id, row.run_id, row.task_id, row.map_index, ui_base or "/")
+
+        page = env.get_template("overview.html").render(
+            overview=found, filters=filters, limit=OVERVIEW_ROWS, thumb_url=thumb_url, tab_url=tab_url
+        )
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _map_index(raw: str | None) -> int:
+    """The UI leaves ``{MAP_INDEX}`` unfilled for a task that is not mapped: that is -1."""
+    try:
+        return int(raw) if raw is not None else -1
+    except ValueError:
+        return -1
+
+
+def _path(dag_id: str, run_id: str, task_id: str) -> str:
+    return "/".join(quote(part, safe="") for part in (dag_id, run_id, task_id))
+
+
+def _day(raw: str | None) -> date | None:
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _has_task_state_store() -> bool:
+    try:
+        import airflow.models.task_state_store  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _shown_status(view: TaskView) -> str:
+    """How the prediction ended (from the task's outcome), else what the task is doing."""
+    if view.outcome.get("status"):
+        return str(view.outcome["status"])
+    if view.result.get("status"):
+        return str(view.result["status"])
+    return {"deferred": "waiting", "running": "running", "failed": "task failed"}.get(
+        view.state or "", view.state or "unknown"
+    )
+
+
+def _badge(status: str) -> str:
+    return (
+        "ok"
+        if status in OK_STATUSES
+        else "bad"
+        if status in BAD_STATUSES or status == "task failed"
+        else "wait"
+    )
+
+
+def _live_status(view: TaskView) -> dict[str, Any]:
+    """The API's word on the prediction now, fetched with the connection's key on this server."""
+    from airflow_provider_eachlabs.exceptions import EachlabsError
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+    from airflow_provider_eachlabs.settings import DEFAULT_CONN_ID
+
+    assert view.prediction_id is not None
+    try:
+        prediction = EachlabsHook(str(view.request.get("conn_id") or DEFAULT_CONN_ID)).get_prediction(
+            view.prediction_id
+        )
+    except EachlabsError as error:
+        return {"status": "unknown", "badge": "wait", "error": str(error)}
+    return {"status": prediction.status, "badge": _badge(prediction.status)}
+
+
+def _duration(view: TaskView) -> str:
+    predict_time = view.outcome.get("predict_time") or view.result.get("predict_time")
+    if isinstance(predict_time, (int, float)):
+        return f"ran {predict_time:.1f} s"
+    if view.started is None:
+        return "not started"
+    end = view.ended or datetime.now(timezone.utc)
+    verb = "waiting for" if view.waiting else "took"
+    return f"{verb} {(end - view.started).total_seconds():.0f} s"
+
+
+def _failure(view: TaskView) -> dict[str, Any] | None:
+    outcome = view.outcome
+    if not outcome or outcome.get("ok", True):
+        return None
+    status = str(outcome.get("status") or "error")
+    code = outcome.get("error_code")
+    headline = {
+        "failed": "The prediction failed" + (f" ({code})" if code else ""),
+        "cancelled": "The prediction was cancelled",
+        "timeout": "The prediction did not finish in time",
+    }.get(status, f"The task failed ({outcome.get('error_class') or 'error'})")
+    return {
+        "headline": headline,
+        "message": outcome.get("error_message") or "",
+        "request_id": outcome.get("request_id"),
+        "advice": advice(outcome),
+    }
+
+
+_PARAMETER_ORDER = (
+    "prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "safety_tolerance",
+    "output_format",
+    "prompt_upsampling",
+)
+
+
+def _parameters(sent: dict[str, Any]) -> list[tuple[str, str]]:
+    """The parameters as sent, the model page's first, files (shown as images) left out."""
+    names = [n for n in _PARAMETER_ORDER if n in sent] + sorted(n for n in sent if n not in _PARAMETER_ORDER)
+    return [(name, _text(sent[name])) for name in names if name not in ("image", "mask")]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _money(value: Any) -> str:
+    return f"${value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else NOTHING
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.1f} s" if isinstance(value, (int, float)) and not isinstance(value, bool) else NOTHING
+
+
+def _percent(value: Any) -> str:
+    return f"{value * 100:.0f} %" if isinstance(value, (int, float)) else NOTHING

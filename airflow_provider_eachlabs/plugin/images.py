@@ -1,0 +1,168 @@
+"""The before | mask | after images of a task instance, fetched only from where the task recorded them.
+
+There is no open proxy here: the sources are the input URLs the task sent and the output it stored
+(or the output URL while it lives), read from the task's own XCom. Every fetch goes through the
+hook's download, so it gets the operator's rules (public https or the API host, no key, checked
+redirects, the size cap), and a stored output must be a whole image within the same cap. A stored
+output is preferred to its URL: it outlives the API's delivery URL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from airflow_provider_eachlabs.exceptions import EachlabsError
+from airflow_provider_eachlabs.imageinfo import MAX_DECODE_PIXELS, is_whole_image, read_image_info
+from airflow_provider_eachlabs.plugin.records import TaskView
+from airflow_provider_eachlabs.settings import MAX_OUTPUT_BYTES
+
+KINDS = ("before", "mask", "after")
+THUMBNAIL_SIDE = 320
+_THUMBNAILS_KEPT = 256
+
+
+@dataclass(frozen=True)
+class Picture:
+    content: bytes
+    content_type: str
+
+
+class Unavailable(Exception):
+    """No source of the image could be read; the message says which were tried and why."""
+
+
+def picture(view: TaskView, kind: str, *, thumbnail: bool = False) -> Picture:
+    """The image of ``kind`` for the task, from the first of its recorded sources that can be read."""
+    key = (view.dag_id, view.run_id, view.task_id, view.map_index, view.try_number, kind)
+    if thumbnail and (kept := _thumbnails.get(key)) is not None:
+        return kept
+    reasons: list[str] = []
+    for label, load in _sources(view, kind):
+        try:
+            found = _checked(load())
+        except (EachlabsError, OSError, ValueError) as error:
+            reasons.append(f"{label}: {error}")
+            continue
+        if not thumbnail:
+            return found
+        small = _thumbnail(found)
+        _thumbnails.put(key, small)
+        return small
+    raise Unavailable("; ".join(reasons) or _nothing_recorded(view, kind))
+
+
+def unrecorded(view: TaskView, kind: str) -> str | None:
+    """Why the image cannot be shown when the task recorded no source for it, so the page can say so
+    in place of the image without a request that is bound to fail."""
+    return None if _sources(view, kind) else _nothing_recorded(view, kind)
+
+
+def _sources(view: TaskView, kind: str) -> list[tuple[str, Callable[[], bytes]]]:
+    """(what it is, how to read it) for each place the task recorded for this image, best first."""
+    sources: list[tuple[str, Callable[[], bytes]]] = []
+    if kind == "after":
+        if view.stored_path:
+            stored = view.stored_path
+            sources.append((f"the stored output {stored}", lambda: _read_stored(stored)))
+        if view.output_url:
+            url = view.output_url
+            sources.append((f"the output URL {url}", lambda: _download(view, url)))
+        return sources
+    sent = view.input.get("image" if kind == "before" else "mask")
+    if isinstance(sent, str) and sent:
+        sources.append((f"the {kind} image as sent, {sent}", lambda: _download(view, sent)))
+    return sources
+
+
+def _nothing_recorded(view: TaskView, kind: str) -> str:
+    if not view.prediction_id:
+        return "this task has no Eachlabs prediction"
+    if kind == "mask" and view.input and "mask" not in view.input:
+        return "no mask was sent: the image's alpha channel marked the region"
+    if kind == "after" and not view.outcome:
+        return "the prediction has no output yet"
+    if kind == "after" and view.outcome.get("ok") is False:
+        status = view.outcome.get("status")
+        if status in ("failed", "cancelled"):
+            return f"the prediction {status}, so it has no output"
+        return "the task failed before it recorded an output"
+    return f"the task recorded no {kind} image"
+
+
+def _download(view: TaskView, url: str) -> bytes:
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+    from airflow_provider_eachlabs.settings import DEFAULT_CONN_ID
+
+    conn_id = str(view.request.get("conn_id") or DEFAULT_CONN_ID)
+    return EachlabsHook(conn_id).download(url, MAX_OUTPUT_BYTES).content
+
+
+def _read_stored(path: str) -> bytes:
+    """At most ``MAX_OUTPUT_BYTES`` of the stored output, local or on object storage."""
+    parts = urlsplit(path)
+    if "://" not in path or parts.scheme == "file":
+        with Path(unquote(parts.path) if parts.scheme == "file" else path).open("rb") as handle:
+            content = handle.read(MAX_OUTPUT_BYTES + 1)
+    else:
+        from airflow.sdk import ObjectStoragePath
+
+        with ObjectStoragePath(path).open("rb") as handle:  # type: ignore[no-untyped-call]
+            content = handle.read(MAX_OUTPUT_BYTES + 1)
+    if len(content) > MAX_OUTPUT_BYTES:
+        raise ValueError(f"larger than the {MAX_OUTPUT_BYTES} byte limit")
+    return bytes(content)
+
+
+def _checked(content: bytes) -> Picture:
+    info = read_image_info(content)
+    if info is None or not is_whole_image(content, info):
+        raise ValueError("not a whole JPEG, PNG or WebP image")
+    return Picture(content, info.content_type)
+
+
+def _thumbnail(picture: Picture) -> Picture:
+    from PIL import Image
+
+    info = read_image_info(picture.content)
+    if info is None or info.width * info.height > MAX_DECODE_PIXELS:
+        raise Unavailable(f"too large to draw a thumbnail (more than {MAX_DECODE_PIXELS:,} pixels)")
+    with Image.open(BytesIO(picture.content)) as image:
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        buffer = BytesIO()
+        if image.mode in ("RGBA", "LA", "P"):
+            image.convert("RGBA").save(buffer, format="PNG")
+            return Picture(buffer.getvalue(), "image/png")
+        image.convert("RGB").save(buffer, format="JPEG", quality=80)
+        return Picture(buffer.getvalue(), "image/jpeg")
+
+
+class _Kept:
+    """The newest thumbnails, so a page of them does not fetch every output again on each view."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[tuple[object, ...], Picture] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> Picture | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[object, ...], picture: Picture) -> None:
+        with self._lock:
+            self._items[key] = picture
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_thumbnails = _Kept(_THUMBNAILS_KEPT)

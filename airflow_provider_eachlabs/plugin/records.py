@@ -1,0 +1,342 @@
+"""What the provider's tasks recorded, read back from the metadata database for the UI pages.
+
+Everything comes from what the task itself wrote (its XCom and its ``task_state_store`` record),
+addressed by dag, run, task and map index: a page never takes a prediction id or a URL from the
+browser. That also makes the overview free of API calls, and it keeps working for runs whose
+predictions the API has long forgotten. Runs in the api-server only.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_eachlabs.record import RECORD_KEY
+from airflow_provider_eachlabs.results import OUTCOME_KEY, PREDICTION_ID_KEY, REQUEST_KEY
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+RESULT_KEY = "return_value"
+# Task states in which a prediction may still be running: the page then refreshes its live status.
+WAITING_STATES = frozenset(
+    {"scheduled", "queued", "running", "deferred", "up_for_retry", "up_for_reschedule"}
+)
+
+
+@dataclass
+class Attempt:
+    """One try of the task and the prediction it had."""
+
+    try_number: int | None
+    prediction_id: str | None
+    how: str
+    state: str | None = None
+
+
+@dataclass
+class TaskView:
+    """Everything the task page shows about one task instance."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str | None
+    try_number: int | None
+    operator: str | None
+    started: datetime | None
+    ended: datetime | None
+    prediction_id: str | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    outcome: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> bool:
+        return self.state in WAITING_STATES
+
+    @property
+    def input(self) -> dict[str, Any]:
+        value = self.request.get("input")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def stored_path(self) -> str | None:
+        return self.outcome.get("stored_path") or self.result.get("stored_path")
+
+    @property
+    def output_url(self) -> str | None:
+        return self.outcome.get("output_url") or self.result.get("output_url")
+
+
+def task_view(session: Session, dag_id: str, run_id: str, task_id: str, map_index: int) -> TaskView | None:
+    """The task instance and what it recorded, or None when there is no such task instance."""
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    ti = session.scalar(
+        select(TaskInstance).where(
+            TaskInstance.dag_id == dag_id,
+            TaskInstance.run_id == run_id,
+            TaskInstance.task_id == task_id,
+            TaskInstance.map_index == map_index,
+        )
+    )
+    if ti is None:
+        return None
+    view = TaskView(
+        dag_id,
+        run_id,
+        task_id,
+        map_index,
+        state=str(ti.state) if ti.state else None,
+        try_number=ti.try_number,
+        operator=ti.operator,
+        started=ti.start_date,
+        ended=ti.end_date,
+    )
+    xcoms = _xcoms(session, dag_id, run_id, task_id, map_index)
+    prediction_id = xcoms.get(PREDICTION_ID_KEY)
+    view.prediction_id = prediction_id if isinstance(prediction_id, str) else None
+    for name, key in (("request", REQUEST_KEY), ("outcome", OUTCOME_KEY), ("result", RESULT_KEY)):
+        value = xcoms.get(key)
+        if isinstance(value, dict):
+            setattr(view, name, value)
+    view.attempts = _attempts(session, view)
+    return view
+
+
+def _xcoms(session: Session, dag_id: str, run_id: str, task_id: str, map_index: int) -> dict[str, Any]:
+    from airflow.models.xcom import XComModel
+
+    rows: Any = session.scalars(
+        XComModel.get_many(run_id=run_id, dag_ids=dag_id, task_ids=task_id, map_indexes=map_index)
+    ).all()
+    return {row.key: _value(row) for row in rows}
+
+
+def _value(row: Any) -> Any:
+    from airflow.models.xcom import XComModel
+
+    value = XComModel.deserialize_value(row)
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _attempts(session: Session, view: TaskView) -> list[Attempt]:
+    """Each try's prediction, from the task's record (Airflow 3.3+), with each try's final state.
+
+    XCom keeps only the current try, so earlier tries come from ``task_state_store``, where the
+    operator lists which prediction each try had and whether it created it, re-attached to it, or
+    found one a dead try had made. On Airflow 3.2 only the current try is known.
+    """
+    states = _try_states(session, view)
+    record = _record(session, view)
+    attempts = [
+        Attempt(
+            try_number=entry.get("try") if isinstance(entry.get("try"), int) else None,
+            prediction_id=str(entry.get("prediction_id") or "") or None,
+            how=str(entry.get("how") or "created"),
+        )
+        for entry in record.get("attempts", [])
+        if isinstance(entry, dict)
+    ]
+    if not attempts and view.prediction_id:
+        attempts = [Attempt(view.try_number, view.prediction_id, str(view.request.get("how") or "created"))]
+    for attempt in attempts:
+        attempt.state = states.get(attempt.try_number) if attempt.try_number is not None else None
+    return attempts
+
+
+def _try_states(session: Session, view: TaskView) -> dict[int, str]:
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from sqlalchemy import select
+
+    rows = session.execute(
+        select(TaskInstanceHistory.try_number, TaskInstanceHistory.state).where(
+            TaskInstanceHistory.dag_id == view.dag_id,
+            TaskInstanceHistory.run_id == view.run_id,
+            TaskInstanceHistory.task_id == view.task_id,
+            TaskInstanceHistory.map_index == view.map_index,
+        )
+    ).all()
+    states = {int(number): str(state) for number, state in rows if number is not None and state}
+    if view.try_number is not None and view.state:
+        states[view.try_number] = view.state
+    return states
+
+
+def _record(session: Session, view: TaskView) -> dict[str, Any]:
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel
+    except ImportError:  # Airflow 3.2 has no task_state_store
+        return {}
+    from sqlalchemy import select
+
+    raw = session.scalar(
+        select(TaskStateStoreModel.value).where(
+            TaskStateStoreModel.dag_id == view.dag_id,
+            TaskStateStoreModel.run_id == view.run_id,
+            TaskStateStoreModel.task_id == view.task_id,
+            TaskStateStoreModel.map_index == view.map_index,
+            TaskStateStoreModel.key == RECORD_KEY,
+        )
+    )
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# --- the overview --------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One task's prediction on the overview: where it ran and how it ended."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    at: datetime
+    outcome: dict[str, Any]
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.outcome.get("ok"))
+
+    @property
+    def status(self) -> str:
+        return str(self.outcome.get("status") or ("success" if self.succeeded else "failed"))
+
+    @property
+    def cost(self) -> float | None:
+        cost = self.outcome.get("cost")
+        return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+
+    @property
+    def predict_time(self) -> float | None:
+        value = self.outcome.get("predict_time")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class Figures:
+    """What a pipeline owner watches, for one group of rows."""
+
+    fills: int
+    succeeded: int
+    spend: float
+    p50_predict_time: float | None
+    p95_predict_time: float | None
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.fills if self.fills else None
+
+
+def _one_per_prediction(newest_first: Iterable[Row]) -> list[Row]:
+    """The newest row of each prediction: a sensor that watched a prediction its submitting task
+    also waited for records the same fill (and the same cost) again."""
+    seen: set[str] = set()
+    rows = []
+    for row in newest_first:
+        prediction_id = row.outcome.get("prediction_id")
+        if isinstance(prediction_id, str):
+            if prediction_id in seen:
+                continue
+            seen.add(prediction_id)
+        rows.append(row)
+    return rows
+
+
+def figures(rows: list[Row]) -> Figures:
+    times = sorted(t for t in (row.predict_time for row in rows) if t is not None)
+    return Figures(
+        fills=len(rows),
+        succeeded=sum(row.succeeded for row in rows),
+        spend=round(sum(row.cost or 0.0 for row in rows), 4),
+        p50_predict_time=_percentile(times, 50),
+        p95_predict_time=_percentile(times, 95),
+    )
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    if len(ordered) == 1:
+        return ordered[0]
+    return float(statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1])
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+@dataclass
+class Overview:
+    rows: list[Row]
+    total: Figures
+    by_dag: dict[str, Figures]
+    by_day: dict[date, Figures]
+    dag_ids: list[str]
+
+
+def overview(
+    session: Session,
+    dag_ids: set[str],
+    *,
+    dag_id: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    status: str | None = None,
+    limit: int = 200,
+) -> Overview:
+    """Every outcome the readable DAGs recorded, filtered; the figures cover all of them, the rows the
+    newest ``limit``."""
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    wanted = {dag_id} & dag_ids if dag_id else dag_ids
+    query = select(XComModel).where(XComModel.key == OUTCOME_KEY, XComModel.dag_id.in_(sorted(wanted)))
+    if since is not None:
+        query = query.where(XComModel.timestamp >= _midnight(since))
+    if until is not None:
+        query = query.where(XComModel.timestamp < _midnight(until) + timedelta(days=1))
+    rows = _one_per_prediction(
+        Row(x.dag_id, x.run_id, x.task_id, x.map_index, x.timestamp, value)
+        for x in session.scalars(query.order_by(XComModel.timestamp.desc())).all()
+        if isinstance(value := _value(x), dict)
+    )
+    if status:
+        rows = [row for row in rows if row.status == status]
+    by_dag: dict[str, list[Row]] = defaultdict(list)
+    by_day: dict[date, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_dag[row.dag_id].append(row)
+        by_day[row.at.date()].append(row)
+    recorded = session.scalars(
+        select(XComModel.dag_id)
+        .where(XComModel.key == OUTCOME_KEY, XComModel.dag_id.in_(sorted(dag_ids)))
+        .distinct()
+    ).all()
+    return Overview(
+        rows=rows[:limit],
+        total=figures(rows),
+        by_dag={name: figures(group) for name, group in sorted(by_dag.items())},
+        by_day={day: figures(group) for day, group in sorted(by_day.items(), reverse=True)},
+        dag_ids=sorted(recorded),
+    )

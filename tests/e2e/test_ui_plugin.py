@@ -1,0 +1,199 @@
+"""The Eachlabs UI plugin in the real api-server: the task tab, its images, its live status, the fills
+page, and who may see them.
+
+Everything is fetched as a browser or a script would, over HTTP with a user's token: the admin (may
+read every DAG), nobody (no token: 401), and an outsider who may read no DAG (403). The page is
+addressed by dag, run and task only; every figure it shows is checked against what the task recorded
+in XCom, and no answer carries the API key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from airflow_provider_eachlabs.imageinfo import is_whole_image, read_image_info
+from airflow_provider_eachlabs.links import task_tab_path
+from tests.e2e.conftest import API_KEY, OUTSIDER_USER, ROOT, AirflowApi, AirflowStack, wait_for
+
+FILL_DAG, FILL_TASK = "eachlabs_flux_fill", "remove_crate"
+SCENE = ROOT / "example_dags" / "data" / "scene.png"
+SEEN: list[bytes] = []  # every body the plugin answered, searched for the key at the end
+
+
+def plugin(
+    stack: AirflowStack, path: str, *, token: str | None = "admin", **params: Any
+) -> requests.Response:
+    headers = {} if token is None else {"Authorization": f"Bearer {_token(stack, token)}"}
+    answer = requests.get(f"{stack.base_url}/eachlabs{path}", headers=headers, params=params, timeout=60)
+    SEEN.append(answer.content)
+    return answer
+
+
+_TOKENS: dict[str, str] = {}
+
+
+def _token(stack: AirflowStack, who: str) -> str:
+    if who not in _TOKENS:
+        user = OUTSIDER_USER if who == "outsider" else "admin"
+        api = AirflowApi(stack.base_url, user, stack.password)
+        api.login()
+        _TOKENS[who] = str(api.session.headers["Authorization"]).removeprefix("Bearer ")
+    return _TOKENS[who]
+
+
+def ti_path(dag_id: str, run_id: str, task_id: str) -> str:
+    return "/ti/" + "/".join(quote(part, safe="") for part in (dag_id, run_id, task_id))
+
+
+def images_on(page: str) -> dict[str, str]:
+    """The page's image sources, by kind (before, mask, after)."""
+    return {kind: src for src, kind in re.findall(r'<img src="([^"]+/image/(before|mask|after)[^"]*)"', page)}
+
+
+def fetch(stack: AirflowStack, src: str) -> requests.Response:
+    answer = requests.get(
+        f"{stack.base_url}{src.replace('&amp;', '&')}",
+        headers={"Authorization": f"Bearer {_token(stack, 'admin')}"},
+        timeout=60,
+    )
+    SEEN.append(answer.content)
+    return answer
+
+
+@pytest.fixture(scope="module")
+def succeeded(dags_ready: AirflowStack) -> tuple[str, dict[str, Any]]:
+    stack = dags_ready
+    stack.use_simulator(stack.fast_sim)
+    run_id = stack.api.trigger(FILL_DAG)
+    assert stack.api.wait_run(FILL_DAG, run_id) == "success", stack.logs()
+    return run_id, stack.api.xcom(FILL_DAG, run_id, FILL_TASK, "return_value")
+
+
+def test_the_tab_shows_a_succeeded_fill_with_its_three_images(
+    dags_ready: AirflowStack, succeeded: tuple[str, dict[str, Any]]
+) -> None:
+    stack = dags_ready
+    run_id, result = succeeded
+    answer = plugin(
+        stack, ti_path(FILL_DAG, run_id, FILL_TASK), map_index="{MAP_INDEX}"
+    )  # as the UI sends it
+    assert answer.status_code == 200, answer.text[:2000]
+    page = answer.text
+    for shown in (result["prediction_id"], ">success<", "$0.05", result["sha256"], result["stored_path"]):
+        assert shown in page, shown
+    assert "an empty green meadow under a clear sky" in page and "seed" in page
+    sources = images_on(page)
+    assert set(sources) == {"before", "mask", "after"}
+    pictures = {kind: fetch(stack, src) for kind, src in sources.items()}
+    for kind, picture in pictures.items():
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/png", kind
+        info = read_image_info(picture.content)
+        assert info is not None and is_whole_image(picture.content, info) and info.width > 0, kind
+    assert pictures["before"].content == SCENE.read_bytes()  # the input as uploaded
+    assert hashlib.sha256(pictures["after"].content).hexdigest() == result["sha256"]  # the stored output
+
+
+def test_the_tab_says_why_a_rejected_fill_failed(dags_ready: AirflowStack) -> None:
+    stack = dags_ready
+    stack.use_simulator(stack.fast_sim)
+    stack.fast_sim.inject("create", "fail", error_code="PROVIDER_REJECTED", error_message="flagged input")
+    try:
+        run_id = stack.api.trigger(FILL_DAG)
+        assert stack.api.wait_run(FILL_DAG, run_id) == "failed"
+    finally:
+        stack.fast_sim.clear_faults()
+    page = plugin(stack, ti_path(FILL_DAG, run_id, FILL_TASK)).text
+    assert "The prediction failed (PROVIDER_REJECTED)" in page and "flagged input" in page
+    assert re.search(r"request id <code>req_[0-9a-f]+</code>", page), page
+    assert "content policy rejected the input" in page  # what to do, in plain sight
+    assert set(images_on(page)) == {"before", "mask"}  # no image that is bound to break:
+    assert "Not shown: the prediction failed, so it has no output" in page  # the reason, in its place
+    after = plugin(stack, ti_path(FILL_DAG, run_id, FILL_TASK) + "/image/after")
+    assert after.status_code == 404 and after.text == "the prediction failed, so it has no output"
+
+
+def test_the_tab_follows_a_deferred_fill_live(dags_ready: AirflowStack) -> None:
+    stack = dags_ready
+    sim = stack.slow_sim
+    stack.use_simulator(sim)
+    try:
+        run_id = stack.api.trigger(FILL_DAG)
+        wait_for(
+            "the fill to defer",
+            lambda: any(ti["state"] == "deferred" for ti in stack.api.task_instances(FILL_DAG, run_id)),
+            timeout=120,
+        )
+        path = ti_path(FILL_DAG, run_id, FILL_TASK)
+        page = plugin(stack, path).text
+        assert "waiting" in page and "/status?map_index=-1" in page
+        gets = sim.counters.gets
+        live = plugin(stack, f"{path}/status").json()
+        assert live["task_state"] == "deferred" and live["status"] in ("starting", "processing"), live
+        assert sim.counters.gets == gets + 1  # fetched by the api-server, with the connection's key
+        assert stack.api.wait_run(FILL_DAG, run_id, 180) == "success"
+        done = plugin(stack, f"{path}/status").json()
+        assert (done["task_state"], done["status"]) == ("success", "success"), done
+    finally:
+        stack.use_simulator(stack.fast_sim)
+
+
+def test_the_fills_page_adds_up_what_the_tasks_recorded(
+    dags_ready: AirflowStack, succeeded: tuple[str, dict[str, Any]]
+) -> None:
+    stack = dags_ready
+    entries = stack.api.get(
+        "/dags/~/dagRuns/~/taskInstances/~/xcomEntries",
+        params={"xcom_key": "eachlabs_outcome", "limit": 1000},
+    )["xcom_entries"]
+    outcomes = [
+        stack.api.xcom(e["dag_id"], e["run_id"], e["task_id"], "eachlabs_outcome", e["map_index"])
+        for e in entries
+    ]
+    page = plugin(stack, "/").text
+    fills = int(re.search(r'id="fills">(\d+)<', page).group(1))  # type: ignore[union-attr]
+    spend = float(re.search(r'id="spend">\$([0-9.]+)<', page).group(1))  # type: ignore[union-attr]
+    fills_recorded = {o["prediction_id"]: o for o in outcomes}  # once, however many tasks saw it
+    assert fills == len(fills_recorded) > 0
+    assert spend == pytest.approx(sum(o.get("cost") or 0 for o in fills_recorded.values()), abs=0.005)
+    run_id, result = succeeded
+    assert result["prediction_id"] in page
+    assert f'href="{task_tab_path(FILL_DAG, run_id, FILL_TASK, -1, "/")}"' in page  # opens its tab
+    filtered = plugin(stack, "/", dag_id=FILL_DAG, status="success").text
+    badges = re.findall(r'<span class="badge \w+">(\w+)</span>', filtered.split('id="rows"')[1])
+    assert badges and set(badges) == {"success"}, badges
+    assert all(f">{FILL_DAG}</a>" in row for row in filtered.split('id="rows"')[1].split("<tr>")[2:])
+
+
+def test_without_a_token_every_route_answers_401(
+    dags_ready: AirflowStack, succeeded: tuple[str, Any]
+) -> None:
+    path = ti_path(FILL_DAG, succeeded[0], FILL_TASK)
+    for route in (path, f"{path}/status", f"{path}/image/after", "/"):
+        assert plugin(dags_ready, route, token=None).status_code == 401, route
+
+
+def test_a_user_who_may_read_no_dag_learns_nothing(
+    dags_ready: AirflowStack, succeeded: tuple[str, Any]
+) -> None:
+    path = ti_path(FILL_DAG, succeeded[0], FILL_TASK)
+    for route in (path, f"{path}/status", f"{path}/image/after"):
+        answer = plugin(dags_ready, route, token="outsider")
+        assert answer.status_code == 403, route
+        assert succeeded[1]["prediction_id"] not in answer.text
+    overview = plugin(dags_ready, "/", token="outsider")
+    assert overview.status_code == 200 and 'id="fills">0<' in overview.text
+    assert succeeded[1]["prediction_id"] not in overview.text
+
+
+def test_the_plugin_is_listed_and_no_answer_carries_the_key(dags_ready: AirflowStack) -> None:
+    listed = dags_ready.cli("plugins", "--output", "json")
+    assert listed.returncode == 0 and '"name": "eachlabs"' in listed.stdout, listed.stdout + listed.stderr
+    assert '"destination": "task_instance"' in listed.stdout and '"url_prefix": "/eachlabs"' in listed.stdout
+    assert SEEN, "no plugin answers were collected"
+    assert [body for body in SEEN if API_KEY.encode() in body] == []
