@@ -214,6 +214,16 @@ class PredictionTimeout(EachlabsError):
         )
 
 
+class EachlabsBatchError(EachlabsError):
+    """A batch ended with more failed items than it allows, or past its deadline; the message lists
+    the first failures and where the results manifest is. Final only when every failure was (a
+    retry would buy the same rejections again); otherwise a task retry redoes only what failed."""
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        self.final = final
+        super().__init__(message)
+
+
 def show_value(value: Any) -> str:
     """A value as an error message shows it: its repr, shortened."""
     text = repr(value)

@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def should_retry(error: BaseException, *, resendable: bool) -> bool:
+def should_retry(error: BaseException, *, resendable: bool, rate_limits: bool = True) -> bool:
     """Whether sending the same request again is safe and may help.
 
-    429 always (a rejected request did nothing). 5xx, an unreadable answer and a lost connection only
+    429 always (a rejected request did nothing), unless the caller paces itself (``rate_limits``
+    False: a batch hands its 429s to its pacer, which holds every create, not only this one).
+    5xx, an unreadable answer and a lost connection only
     when repeating the request is harmless, or when the request provably never left: a create that
     may have reached the server is never re-sent blindly, as it could buy a second prediction.
     Final errors (other 4xx, unsafe answers) never.
@@ -41,7 +43,7 @@ def should_retry(error: BaseException, *, resendable: bool) -> bool:
     if is_final(error):
         return False
     if isinstance(error, EachlabsRateLimitError):
-        return True
+        return rate_limits
     if isinstance(error, EachlabsConnectionError):
         return resendable or not error.request_sent
     return resendable and isinstance(error, (EachlabsServerError, EachlabsResponseError))
@@ -81,7 +83,12 @@ class stop_at_deadline(tenacity.stop.stop_base):
 
 
 def _policy(
-    settings: EachlabsSettings, *, resendable: bool, deadline: float | None, log: Any
+    settings: EachlabsSettings,
+    *,
+    resendable: bool,
+    deadline: float | None,
+    log: Any,
+    rate_limits: bool = True,
 ) -> dict[str, Any]:
     """tenacity's arguments for one request: retry predicate, wait, stop and before-sleep log."""
 
@@ -96,7 +103,9 @@ def _policy(
         )
 
     return {
-        "retry": tenacity.retry_if_exception(lambda error: should_retry(error, resendable=resendable)),
+        "retry": tenacity.retry_if_exception(
+            lambda error: should_retry(error, resendable=resendable, rate_limits=rate_limits)
+        ),
         "wait": wait_retry_after_or_jitter(settings, deadline),
         "stop": tenacity.stop_after_attempt(settings.max_retries + 1) | stop_at_deadline(deadline),
         "before_sleep": before_sleep,
@@ -111,12 +120,14 @@ def call_with_retries(
     resendable: bool,
     log: Any,
     deadline: float | None = None,
+    rate_limits: bool = True,
 ) -> T:
     """Run ``attempt`` until it returns, or the policy gives up and its last error is raised.
 
     The first attempt runs before any retry machinery is built; if it fails, its error is handed to
     tenacity as attempt 1, so tenacity alone decides whether, when and how often to try again.
-    ``log`` is the caller's logger (stdlib or structlog); ``deadline`` is epoch seconds.
+    ``log`` is the caller's logger (stdlib or structlog); ``deadline`` is epoch seconds;
+    ``rate_limits`` False hands a 429 to the caller at once (see ``should_retry``).
     """
     try:
         return attempt()
@@ -131,8 +142,8 @@ def call_with_retries(
             raise first
         return attempt()
 
-    retrying = tenacity.Retrying(**_policy(settings, resendable=resendable, deadline=deadline, log=log))
-    return retrying(first_failure_then_attempt)
+    policy = _policy(settings, resendable=resendable, deadline=deadline, log=log, rate_limits=rate_limits)
+    return tenacity.Retrying(**policy)(first_failure_then_attempt)
 
 
 async def acall_with_retries(

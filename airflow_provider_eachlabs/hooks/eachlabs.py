@@ -140,10 +140,15 @@ class EachlabsHook(BaseHook):
         input: Mapping[str, Any],
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
+        *,
+        retry_rate_limits: bool = True,
     ) -> str:
-        """Start a prediction and return its id. Never re-sent once it may have reached the server."""
+        """Start a prediction and return its id. Never re-sent once it may have reached the server.
+
+        ``retry_rate_limits`` False raises a 429 at once, for a caller that paces its own creates.
+        """
         request = api.create_prediction_request(model, input, webhook_url, webhook_secret)
-        prediction_id = self._call(request, api.read_created_prediction_id)
+        prediction_id = self._call(request, api.read_created_prediction_id, rate_limits=retry_rate_limits)
         self.log.info("Created Eachlabs prediction %s for model %s", prediction_id, model)
         return prediction_id
 
@@ -156,6 +161,7 @@ class EachlabsHook(BaseHook):
         *,
         since: float | None = None,
         exclude: Collection[str] = (),
+        retry_rate_limits: bool = True,
     ) -> str:
         """Create a prediction exactly once, even when the network loses the answer.
 
@@ -163,12 +169,15 @@ class EachlabsHook(BaseHook):
         connection, a read timeout, an unreadable 2xx), the account's executions are searched for it
         before anything is sent again: a prediction of the same model with the same input, created
         since ``since`` (default: this call) and not in ``exclude``. Only when none turns up within
-        one request timeout is the create sent again, up to the connection's retry count.
+        one request timeout is the create sent again, up to the connection's retry count. A 429 made
+        nothing; with ``retry_rate_limits`` False it is raised at once, for the caller's pacer.
         """
         since = time.time() if since is None else since
         for attempt in range(self.settings.max_retries + 1):
             try:
-                return self.create_prediction(model, input, webhook_url, webhook_secret)
+                return self.create_prediction(
+                    model, input, webhook_url, webhook_secret, retry_rate_limits=retry_rate_limits
+                )
             except EachlabsAPIError as error:
                 if not api.create_outcome_unknown(error) or attempt == self.settings.max_retries:
                     raise
@@ -391,12 +400,14 @@ class EachlabsHook(BaseHook):
         *,
         deadline: float | None = None,
         counted: bool = False,
+        rate_limits: bool = True,
     ) -> T:
         """Send an API request and read its answer, retrying as the request and the error allow.
 
         Reading happens inside the retry, so an unreadable answer to a GET is asked for again.
         """
-        return self._send(request.to_http(self.settings), request.resendable, read, deadline, counted)
+        http_request = request.to_http(self.settings)
+        return self._send(http_request, request.resendable, read, deadline, counted, rate_limits)
 
     def _send(
         self,
@@ -405,6 +416,7 @@ class EachlabsHook(BaseHook):
         read: Callable[[ApiResponse], T],
         deadline: float | None = None,
         counted: bool = False,
+        rate_limits: bool = True,
     ) -> T:
         from airflow_provider_eachlabs.transport import sync
 
@@ -415,7 +427,7 @@ class EachlabsHook(BaseHook):
             return read(sync.send(request, settings))
 
         return retrying.call_with_retries(
-            attempt, settings, resendable=resendable, log=self.log, deadline=deadline
+            attempt, settings, resendable=resendable, log=self.log, deadline=deadline, rate_limits=rate_limits
         )
 
     async def _acall(

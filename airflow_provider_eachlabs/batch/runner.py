@@ -1,0 +1,623 @@
+"""The batch loop: paced creates, one poll loop over every prediction in flight, each output stored
+as soon as its prediction succeeds, and the journal and the results manifest kept as it goes.
+
+The same loop runs on a worker (``asyncio.run`` in the operator) and in the triggerer
+(``BatchTrigger``). It is one reactor: each turn it starts the creates the pacer allows and the looks
+that are due, then sleeps until the next one is due or a finished request wakes it, so a slot freed
+by a prediction's end is refilled at once, not at the next poll of the whole set. Status requests go
+through the event loop's shared aiohttp session; everything that blocks (a create through the hook's
+exactly-once submit, downloads, storage, journal writes) runs in the batch's own small thread pool,
+so neither the loop nor, in the triggerer, any other trigger waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import statistics
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+from airflow_provider_eachlabs import api
+from airflow_provider_eachlabs.batch.journal import CREATED, DONE, PLAN_NAME, QUEUED, SENDING, Journal
+from airflow_provider_eachlabs.batch.pacer import Pacer
+from airflow_provider_eachlabs.batch.schedule import LearnedSchedule
+from airflow_provider_eachlabs.exceptions import (
+    EachlabsAuthError,
+    EachlabsBatchError,
+    EachlabsConfigError,
+    EachlabsError,
+    EachlabsNotFoundError,
+    EachlabsPaymentRequiredError,
+    EachlabsRateLimitError,
+    EachlabsStorageError,
+    PredictionCancelled,
+    PredictionFailed,
+    is_final,
+)
+from airflow_provider_eachlabs.storage import write_atomically
+
+if TYPE_CHECKING:
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+T = TypeVar("T")
+THREADS = 8
+PLAN_CHUNK = 256
+JOURNAL_SECONDS = 1.0
+RESULTS_SECONDS = 10.0
+# Errors that no other item would escape: the batch stops creating, finishes what it bought, and fails.
+BATCH_ENDING_ERRORS = (EachlabsAuthError, EachlabsPaymentRequiredError, EachlabsConfigError)
+SUCCESS, INVALID = "success", "invalid"
+
+
+class QuietLog:
+    """The hook's per-item lines (one per create, one per stored file: thousands in a batch) stay out
+    of the task's log, which gets the batch's progress lines instead; warnings and errors pass."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        """Dropped."""
+
+    info = debug
+
+    def warning(self, *args: Any, **kwargs: Any) -> None:
+        self._log.warning(*args, **kwargs)
+
+    def error(self, *args: Any, **kwargs: Any) -> None:
+        self._log.error(*args, **kwargs)
+
+
+def batch_hook(conn_id: str, log: Any) -> EachlabsHook:
+    """The hook a batch sends through: the connection's, with its per-item lines left out."""
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+
+    hook = EachlabsHook(conn_id)
+    hook._log = QuietLog(log)  # type: ignore[assignment]
+    return hook
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Everything the loop needs, all plain values: a trigger carries it through ``serialize()``."""
+
+    model: str
+    eachlabs_conn_id: str
+    output_path: str
+    results_path: str
+    journal_path: str
+    format_field: str | None = None
+    max_in_flight: int = 10
+    creates_per_minute: int = 100
+    poll_interval: float | None = None
+    expected_seconds: float = 5.0
+    deadline: float | None = None
+    item_retries: int = 2
+    retry_unknown_failures: bool = True
+    max_output_bytes: int = 50 * 1024 * 1024
+    progress_seconds: float = 10.0
+    total_items: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Watch:
+    """A prediction in flight: when to look at it next, and what to send again if it must be redone."""
+
+    key: str
+    input: dict[str, Any]
+    prediction_id: str
+    created_at: float
+    next_at: float
+    busy: bool = False
+
+
+@dataclass
+class Progress:
+    """What the log line and the summary count."""
+
+    started: float = field(default_factory=time.time)
+    creates: int = 0
+    gets: int = 0
+    redone: int = 0
+
+
+class BatchRunner:
+    """Run every item of the journal and the plan to an end; ``run`` returns the summary."""
+
+    def __init__(self, config: BatchConfig, hook: EachlabsHook, log: Any) -> None:
+        self.config = config
+        self.hook = hook
+        self.log = log
+        self.journal = Journal(config.journal_path)
+        self.pacer = Pacer(config.max_in_flight, config.creates_per_minute)
+        self.schedule = LearnedSchedule(config.expected_seconds, config.poll_interval)
+        self.queue: deque[tuple[str, dict[str, Any], float | None]] = deque()  # key, input, look-first
+        self.watches: dict[str, Watch] = {}
+        self.retries: Counter[str] = Counter()
+        self.progress = Progress()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="eachlabs-batch")
+        self._plan: Iterator[tuple[str, dict[str, Any]]] | None = None
+        self._plan_handle: IO[str] | None = None
+        self._plan_done = False
+        self._stopping: BaseException | None = None
+        self._results_dirty = True
+        self._done_before = 0
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            await self._io(self.journal.replay)
+            self._resume()
+            self._done_before = len(self.rows())
+            await self._loop()
+            await self._write_journal()
+            await self._io(write_results, self.config.results_path, self.rows())
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._plan_handle is not None:
+                self._plan_handle.close()
+        if self._stopping is not None:
+            raise self._stopping
+        return self.summary()
+
+    def _resume(self) -> None:
+        """What earlier tries left: in flight is watched again, sent without an answer is looked for
+        before it is sent again, failed is redone, succeeded is kept."""
+        now = time.time()
+        kept = 0
+        for key, item in self.journal.state.items.items():
+            if item.input is None:  # never sent (an invalid item): the plan decides about it
+                continue
+            if item.state == CREATED and item.prediction_id:
+                self._watch(key, item.input, item.prediction_id, item.created_at or now, now)
+            elif item.state in (SENDING, QUEUED):
+                self.queue.append((key, item.input, item.sent_at if item.state == SENDING else None))
+            elif item.state == DONE and item.row is not None:
+                if item.row.get("status") == SUCCESS:
+                    kept += 1
+                elif item.row.get("prediction_status") == SUCCESS and item.prediction_id:
+                    # Paid for but not stored: re-attach and store it, never buy it again.
+                    self._watch(key, item.input, item.prediction_id, now, now)
+                else:
+                    self.queue.append((key, item.input, None))
+        if self.journal.state.items:
+            self.log.info(
+                "Resuming the batch: %d items stored earlier, %d predictions to re-attach to, "
+                "%d items to send (again)",
+                kept,
+                len(self.watches),
+                len(self.queue),
+            )
+
+    async def _loop(self) -> None:
+        next_journal = next_progress = time.time()
+        next_results = time.time() + RESULTS_SECONDS
+        while True:
+            now = time.time()
+            if self.config.deadline is not None and now >= self.config.deadline:
+                await self._time_out()
+                return
+            await self._start_creates(now)
+            self._start_looks(now)
+            if now >= next_journal:
+                if self.journal.has_pending:
+                    self._spawn(self._write_journal())
+                next_journal = now + JOURNAL_SECONDS
+            if now >= next_results:
+                if self._results_dirty:
+                    self._results_dirty = False
+                    self._spawn(self._io(write_results, self.config.results_path, self.rows()))
+                next_results = now + RESULTS_SECONDS
+            if now >= next_progress:
+                self._log_progress(now)
+                next_progress = now + self.config.progress_seconds
+            if self._finished():
+                return
+            self._wake.clear()
+            wait = min(self._next_due(now), next_journal, next_results, next_progress) - time.time()
+            with contextlib.suppress(asyncio.TimeoutError):  # the tasks just started run meanwhile
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+
+    def _finished(self) -> bool:
+        nothing_left = self._plan_done and not self.queue
+        stopping = self._stopping is not None
+        return (nothing_left or stopping) and not self.watches and not self._busy_tasks()
+
+    def _busy_tasks(self) -> bool:
+        return any(not task.done() for task in self._tasks)
+
+    def _next_due(self, now: float) -> float:
+        due = [watch.next_at for watch in self.watches.values() if not watch.busy]
+        if self._stopping is None and (self.queue or not self._plan_done):
+            delay = self.pacer.delay(now)
+            if delay is not None:
+                due.append(now + delay)
+        return min(due, default=now + 1.0)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(self._guarded(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, work: Any) -> None:
+        """Run one piece of work; whatever it raises stops the batch (after what is in flight ends)."""
+        try:
+            await work
+        except Exception as error:
+            if self._stopping is None:
+                self._stopping = error
+        finally:
+            self._wake.set()
+
+    async def _io(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
+
+    # --- creates ------------------------------------------------------------------------------------
+
+    async def _start_creates(self, now: float) -> None:
+        """Send as many creates as the pacer allows now. The plan is read ahead of the pacer, so the
+        batch knows when nothing is left even while the minute's creates are all spent."""
+        while self._stopping is None:
+            if not self.queue and not self._plan_done:
+                await self._read_plan()
+            if not self.queue or self.pacer.delay(now) != 0.0:
+                return
+            key, input_, look_first = self.queue.popleft()
+            self.pacer.sending()
+            self._spawn(self._create(key, input_, look_first))
+
+    async def _read_plan(self) -> None:
+        """The next items of the plan that the journal does not already account for."""
+        chunk = await self._io(self._plan_chunk)
+        if not chunk:
+            self._plan_done = True
+        known = self.journal.state.items
+        for key, input_ in chunk:
+            if key not in known or known[key].input is None:  # new, or invalid on an earlier try
+                self.queue.append((key, input_, None))
+
+    def _plan_chunk(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._plan is None:
+            if not self.journal.folder.exists(PLAN_NAME):
+                return []
+            self._plan_handle = self.journal.folder.open_text(PLAN_NAME)
+            self._plan = (
+                (str(line["key"]), dict(line["input"])) for line in map(json.loads, self._plan_handle)
+            )
+        return list(islice(self._plan, PLAN_CHUNK))
+
+    async def _create(self, key: str, input_: dict[str, Any], look_first: float | None) -> None:
+        """Announce the create in the journal, then send it exactly once (or find what an earlier
+        try's lost create made), and watch the prediction."""
+        found: str | None = None
+        if look_first is not None:
+            found = await self._io(
+                self.hook.find_prediction,
+                self.config.model,
+                input_,
+                since=look_first,
+                exclude=self._known_ids(),
+            )
+            if found:
+                self.log.info("Item %s: found prediction %s that an earlier create made", key, found)
+        sent_at = time.time()
+        if not found:
+            self.journal.record({"key": key, "state": SENDING, "at": sent_at, "input": input_})
+            await self._write_journal()
+        try:
+            prediction_id = found
+            if prediction_id is None:
+                prediction_id = await self._io(
+                    self.hook.submit_prediction,
+                    self.config.model,
+                    input_,
+                    since=sent_at,
+                    exclude=self._known_ids(),
+                    retry_rate_limits=False,
+                )
+        except EachlabsRateLimitError as error:
+            self.pacer.not_created(time.time(), error.retry_after if error.retry_after is not None else 1.0)
+            self.log.warning("Item %s: 429 from the API (%s); every create waits", key, error)
+            self.journal.record({"key": key, "state": QUEUED})
+            self.queue.appendleft((key, input_, None))
+            return
+        except EachlabsError as error:
+            self._create_failed(key, input_, sent_at, error)
+            return
+        self.progress.creates += not found
+        now = time.time()
+        self.pacer.created(now)
+        self.journal.record({"key": key, "state": CREATED, "id": prediction_id, "at": now})
+        self._watch(key, input_, prediction_id, now, now)
+
+    def _create_failed(self, key: str, input_: dict[str, Any], sent_at: float, error: EachlabsError) -> None:
+        maybe_created = api.create_outcome_unknown(error)
+        if maybe_created:  # counted in the minute; its slot is freed, to be taken again by the lookup
+            self.pacer.created(time.time())
+            self.pacer.finished()
+        else:
+            self.pacer.not_created(time.time())
+        if isinstance(error, BATCH_ENDING_ERRORS) or (
+            isinstance(error, EachlabsNotFoundError) and not maybe_created
+        ):
+            self.log.error("Stopping the batch: %s", error)
+            self._stopping = self._stopping or error
+            self.journal.record({"key": key, "state": QUEUED})
+            return
+        if is_final(error) or self.retries[key] >= self.config.item_retries:
+            self._done(key, {"status": "failed", "error": str(error), "final": is_final(error)})
+            return
+        self.retries[key] += 1
+        self.log.warning("Item %s: the create failed (%s); it is tried again", key, error)
+        self.queue.append((key, input_, sent_at if maybe_created else None))
+
+    def _known_ids(self) -> set[str]:
+        return {item.prediction_id for item in self.journal.state.items.values() if item.prediction_id}
+
+    # --- looks --------------------------------------------------------------------------------------
+
+    def _watch(
+        self, key: str, input_: dict[str, Any], prediction_id: str, created_at: float, now: float
+    ) -> None:
+        first = now + self.schedule.delay(now - created_at)
+        self.watches[key] = Watch(key, input_, prediction_id, created_at, first)
+
+    def _start_looks(self, now: float) -> None:
+        for watch in list(self.watches.values()):
+            if not watch.busy and watch.next_at <= now:
+                watch.busy = True
+                self._spawn(self._look(watch))
+
+    async def _look(self, watch: Watch) -> None:
+        try:
+            prediction = await self.hook.aget_prediction(watch.prediction_id)
+        except EachlabsError as error:
+            watch.busy = False
+            if is_final(error):
+                self._end_watch(watch)
+                self._done(
+                    watch.key, {"prediction_id": watch.prediction_id, "status": "failed", "error": str(error)}
+                )
+            else:
+                watch.next_at = time.time() + max(1.0, self.schedule.delay(time.time() - watch.created_at))
+            return
+        finally:
+            self.progress.gets += 1
+        now = time.time()
+        if not prediction.is_terminal:
+            watch.busy = False
+            watch.next_at = now + self.schedule.delay(now - watch.created_at)
+            return
+        self._end_watch(watch)
+        ran = _number(prediction.metrics.get("predict_time"))
+        self.schedule.observe(ran if ran is not None else now - watch.created_at)
+        if prediction.succeeded:
+            await self._store(watch, prediction)
+            return
+        self._prediction_failed(watch, prediction)
+
+    def _end_watch(self, watch: Watch) -> None:
+        self.watches.pop(watch.key, None)
+        self.pacer.finished()
+
+    def _prediction_failed(self, watch: Watch, prediction: api.Prediction) -> None:
+        try:
+            api.raise_for_prediction_end(
+                prediction, retry_unknown_failures=self.config.retry_unknown_failures
+            )
+        except (PredictionFailed, PredictionCancelled) as error:
+            failure: EachlabsError = error
+        else:  # a terminal status the provider reads as neither success nor failure
+            failure = EachlabsError(f"prediction {prediction.id} ended {prediction.status!r}")
+        if not is_final(failure) and self.retries[watch.key] < self.config.item_retries:
+            self.retries[watch.key] += 1
+            self.log.warning("Item %s: %s; a new prediction is made", watch.key, failure)
+            self.journal.record({"key": watch.key, "state": QUEUED})
+            self.queue.append((watch.key, watch.input, None))
+            return
+        self._done(watch.key, {**_figures(prediction), **_failure(failure)})
+
+    # --- outputs ------------------------------------------------------------------------------------
+
+    async def _store(self, watch: Watch, prediction: api.Prediction) -> None:
+        """Download, check and store the outputs now (their URLs expire); a storage failure is tried
+        again, then recorded as paid but not stored, so a task retry stores it without buying."""
+        from airflow_provider_eachlabs.outputs import store_outputs
+
+        for attempt in range(self.config.item_retries + 1):
+            try:
+                stored = await self._io(
+                    store_outputs,
+                    prediction,
+                    self.config.output_path,
+                    name=watch.key,
+                    fetch=self._fetch,
+                    expected_format=self._expected_format(watch.input),
+                    log=self.hook.log,
+                )
+            except EachlabsStorageError as error:
+                if attempt < self.config.item_retries:
+                    await asyncio.sleep(1.0 + attempt)
+                    continue
+                failure: dict[str, Any] = {**_failure(error), "prediction_status": SUCCESS}
+                self._done(watch.key, {**_figures(prediction), **failure})
+                return
+            except EachlabsError as error:
+                self._done(
+                    watch.key, {**_figures(prediction), **_failure(error), "prediction_status": SUCCESS}
+                )
+                return
+            self._done(watch.key, {**_figures(prediction), "status": SUCCESS, **_stored(stored)})
+            return
+
+    def _expected_format(self, input_: dict[str, Any]) -> str | None:
+        """The image type the item asked for, when its model has a field for it."""
+        field = self.config.format_field
+        return str(input_[field]) if field and input_.get(field) else None
+
+    def _fetch(self, url: str) -> bytes:
+        return bytes(self.hook.download(url, self.config.max_output_bytes).content)
+
+    def _done(self, key: str, row: dict[str, Any]) -> None:
+        self.journal.record({"key": key, "state": DONE, "row": {"key": key, **row}})
+        self._results_dirty = True
+
+    # --- the end --------------------------------------------------------------------------------------
+
+    async def _time_out(self) -> None:
+        """The deadline passed: cancel every prediction in flight; nothing more is created."""
+        self.log.warning(
+            "The batch's deadline passed: cancelling %d predictions in flight", len(self.watches)
+        )
+        for task in list(self._tasks):
+            task.cancel()
+        for watch in list(self.watches.values()):
+            await self._io(self.cancel_quietly, watch.prediction_id)
+            self._end_watch(watch)
+            self._done(
+                watch.key, {"prediction_id": watch.prediction_id, "status": "timeout", "error": "deadline"}
+            )
+        cancelled = len(self.rows())
+        while self.queue:
+            key, _, _ = self.queue.popleft()
+            self._done(key, {"status": "not started", "error": "the batch's deadline passed first"})
+        self._stopping = self._stopping or EachlabsBatchError(
+            f"The batch did not finish before its deadline: {cancelled} items ended, the predictions in "
+            f"flight were cancelled and the rest not started; see {self.config.results_path}. A retry "
+            "keeps what was stored and does the rest."
+        )
+
+    def cancel_quietly(self, prediction_id: str) -> None:
+        try:
+            self.hook.cancel_prediction(prediction_id)
+        except Exception as error:
+            self.log.warning("Could not cancel prediction %s: %s", prediction_id, error)
+
+    def in_flight_ids(self) -> list[str]:
+        return [watch.prediction_id for watch in self.watches.values()]
+
+    async def _write_journal(self) -> None:
+        """Write what was recorded since the last write (taken here, on the loop, with a snapshot of
+        the whole state when one is due), one write at a time."""
+        async with self._write_lock:
+            events = self.journal.take()
+            snapshot = list(self.journal.state.events()) if self.journal.wants_snapshot else None
+            if events or snapshot is not None:
+                await self._io(self.journal.write, events, snapshot)
+
+    def _log_progress(self, now: float) -> None:
+        rows = self.rows()
+        stored = sum(row.get("status") == SUCCESS for row in rows)
+        total = self.config.total_items
+        left = f"{total - len(rows)} to go" if total is not None else f"{len(self.queue)} queued"
+        done_here = len(rows) - self._done_before
+        eta = ""
+        if total is not None and done_here > 0 and total > len(rows):
+            seconds = (now - self.progress.started) / done_here * (total - len(rows))
+            eta = f", about {seconds / 60:.0f} min left" if seconds >= 90 else f", about {seconds:.0f} s left"
+        self.log.info(
+            "Batch: %d of %s done (%d stored, %d failed), %d in flight, %s; $%.2f spent%s",
+            len(rows),
+            total if total is not None else "?",
+            stored,
+            len(rows) - stored,
+            len(self.watches),
+            left,
+            sum(_cost(row) for row in rows),
+            eta,
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [item.row for item in self.journal.state.items.values() if item.state == DONE and item.row]
+
+    def summary(self) -> dict[str, Any]:
+        return summarize(
+            self.rows(), self.config.results_path, self.progress.creates, self.pacer.rate_limited
+        )
+
+
+def write_results(results_path: str, rows: list[dict[str, Any]]) -> None:
+    """The results manifest: one JSON line per finished item, rewritten whole (atomically)."""
+    content = "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows).encode()
+    write_atomically(results_path, content)
+
+
+def summarize(
+    rows: list[dict[str, Any]], results_path: str, creates: int, rate_limited: int
+) -> dict[str, Any]:
+    """The small XCom summary of a batch: counts, spend and predict-time percentiles."""
+    statuses = Counter(str(row.get("status")) for row in rows)
+    times = sorted(
+        float(row["predict_time"]) for row in rows if isinstance(row.get("predict_time"), (int, float))
+    )
+    failed = [row for row in rows if row.get("status") not in (SUCCESS, INVALID)]
+    return {
+        "items": len(rows),
+        "succeeded": statuses[SUCCESS],
+        "failed": len(failed),
+        "invalid": statuses[INVALID],
+        "spend": round(sum(_cost(row) for row in rows), 4),
+        "p50_predict_time": _percentile(times, 50),
+        "p95_predict_time": _percentile(times, 95),
+        "creates": creates,
+        "rate_limited": rate_limited,
+        "results_path": results_path,
+        "first_failures": [{"key": row["key"], "error": row.get("error")} for row in failed[:5]],
+        "all_failures_final": bool(failed) and all(row.get("final") for row in failed),
+    }
+
+
+def _percentile(ordered: list[float], q: int) -> float | None:
+    if not ordered:
+        return None
+    if len(ordered) == 1:
+        return ordered[0]
+    return round(float(statistics.quantiles(ordered, n=100, method="inclusive")[q - 1]), 3)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _cost(row: dict[str, Any]) -> float:
+    return _number(row.get("cost")) or 0.0
+
+
+def _figures(prediction: api.Prediction) -> dict[str, Any]:
+    metrics = prediction.metrics
+    return {
+        "prediction_id": prediction.id,
+        "output_url": prediction.output_url,
+        "cost": metrics.get("cost"),
+        "predict_time": metrics.get("predict_time"),
+    }
+
+
+def _stored(stored: dict[str, Any]) -> dict[str, Any]:
+    return {name: stored[name] for name in ("stored_path", "sha256", "bytes") if name in stored}
+
+
+def _failure(error: EachlabsError) -> dict[str, Any]:
+    status = "cancelled" if isinstance(error, PredictionCancelled) else "failed"
+    return {
+        "status": status,
+        "error": str(error),
+        "error_code": getattr(error, "error_code", None),
+        "final": is_final(error),
+    }

@@ -1,0 +1,465 @@
+"""EachlabsBatchOperator and FluxFillBatchOperator: thousands of predictions in one task, paced at the
+API's own limits, resumable without paying twice.
+
+One task per fill (dynamic task mapping) pays Airflow's cost per task on every fill and stops at
+``[core] max_map_length``; these operators run the whole set in one task instead (see ``batch``).
+Module level imports only ``airflow.sdk`` and cheap modules of this package: DAG files import it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_eachlabs.failing import final_errors_fail_the_task
+from airflow_provider_eachlabs.links import EachlabsPredictionLink
+from airflow_provider_eachlabs.settings import DEFAULT_CONN_ID, MAX_OUTPUT_BYTES, default_deferrable
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_eachlabs.batch.items import BatchItem
+    from airflow_provider_eachlabs.batch.journal import Journal
+    from airflow_provider_eachlabs.batch.runner import BatchConfig, BatchRunner
+    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+    from airflow_provider_eachlabs.storage import ImageFile
+
+ON_INVALID = ("fail", "skip")
+RESULTS_NAME = "eachlabs-results.jsonl"
+SHOWN_ERRORS = 5
+
+
+class EachlabsBatchOperator(BaseOperator):
+    """Run one Eachlabs model over many inputs in one task, and store every output.
+
+    :param model: the model slug. Templated.
+    :param items: a list of input objects, one per item (templated, so it may come from an upstream
+        task's XCom). An item's ``key`` (default: its position) names its output file.
+    :param items_path: instead of ``items``, a JSONL or CSV manifest (local path or object-storage
+        URI), read as a stream. Templated.
+    :param defaults: fields every item starts from; an item's own fields win. Templated.
+    :param output_path: the folder where each output is stored as ``<key>.<ext>``, and where the
+        journal that makes retries resume lives. Templated.
+    :param results_path: the results manifest (JSONL: key, prediction id, status, output URL, stored
+        path, sha256, cost, predict time, error), written as the batch goes. Default
+        ``<output_path>/eachlabs-results.jsonl``. Templated.
+    :param on_invalid: ``"fail"`` (default) refuses the whole batch, before anything is bought, when
+        any item is invalid; ``"skip"`` leaves invalid items out and records them in the results.
+    :param max_failed: how many items may fail before the task fails (default 0).
+    :param max_in_flight: predictions running at once (default 10, the API's cap per key).
+    :param creates_per_minute: creates in any minute (default 100, the API's cap per key).
+    :param item_retries: how often a transient failure of one item is tried again within the batch.
+    :param deferrable: run the batch in the triggerer, freeing the worker slot. Defaults to
+        ``[operators] default_deferrable``. The triggerer then needs the storage too.
+    :param poll_interval: fixed seconds between status checks; None learns from the batch.
+    :param timeout: how long the whole batch may take (seconds or timedelta); past it the predictions
+        in flight are cancelled. Default: no limit but ``execution_timeout``.
+    :param eachlabs_conn_id: the ``eachlabs`` connection.
+    :param max_output_bytes: the largest output download accepted.
+    :param retry_unknown_failures: whether an item whose prediction failed for a reason the API does
+        not classify is tried again (content-policy and input rejections never are).
+    """
+
+    template_fields: Sequence[str] = (
+        "model",
+        "items",
+        "items_path",
+        "defaults",
+        "output_path",
+        "results_path",
+    )
+    template_fields_renderers = {"items": "json", "defaults": "json"}
+    operator_extra_links = (EachlabsPredictionLink(),)
+    ui_color = "#e8f0fe"
+    # The field an item's input names its output's image type in, checked on download (None: unchecked).
+    format_field: str | None = None
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        output_path: str,
+        items: Sequence[Mapping[str, Any]] | str | None = None,
+        items_path: str | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        results_path: str | None = None,
+        on_invalid: str = "fail",
+        max_failed: int = 0,
+        max_in_flight: int = 10,
+        creates_per_minute: int = 100,
+        item_retries: int = 2,
+        deferrable: bool | None = None,
+        poll_interval: float | None = None,
+        timeout: float | timedelta | None = None,
+        eachlabs_conn_id: str = DEFAULT_CONN_ID,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        retry_unknown_failures: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        from airflow_provider_eachlabs.exceptions import EachlabsInputError
+
+        if on_invalid not in ON_INVALID:
+            raise EachlabsInputError("on_invalid", on_invalid, f"must be one of {', '.join(ON_INVALID)}")
+        for name, value in (("max_in_flight", max_in_flight), ("creates_per_minute", creates_per_minute)):
+            if value < 1:
+                raise EachlabsInputError(name, value, "must be at least 1")
+        if max_failed < 0 or item_retries < 0:
+            raise EachlabsInputError("max_failed or item_retries", (max_failed, item_retries), "must be >= 0")
+        self.model = model
+        self.items = items
+        self.items_path = items_path
+        self.defaults = dict(defaults or {})
+        self.output_path = output_path
+        self.results_path = results_path
+        self.on_invalid = on_invalid
+        self.max_failed = max_failed
+        self.max_in_flight = max_in_flight
+        self.creates_per_minute = creates_per_minute
+        self.item_retries = item_retries
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        self.eachlabs_conn_id = eachlabs_conn_id
+        self.max_output_bytes = max_output_bytes
+        self.retry_unknown_failures = retry_unknown_failures
+        self._runner: BatchRunner | None = None
+        self._schema: dict[str, Any] | None = None
+
+    @cached_property
+    def hook(self) -> EachlabsHook:
+        """The connection's hook, without a log line per create, upload or stored file."""
+        from airflow_provider_eachlabs.batch.runner import batch_hook
+
+        return batch_hook(self.eachlabs_conn_id, self.log)
+
+    # --- what subclasses refine -----------------------------------------------------------------------
+
+    def start_checks(self) -> None:
+        """Fetch what checking items needs, once: the model's published JSON Schema."""
+        from airflow_provider_eachlabs.schema import published_schema
+
+        self._schema = published_schema(self.hook.host, str(self.model), self.hook.get_model, self.log)
+
+    def check_item(self, item: BatchItem) -> dict[str, Any]:
+        """The item's input with the defaults, checked; raises ``EachlabsInputError`` naming the item."""
+        from airflow_provider_eachlabs.exceptions import EachlabsInputError
+        from airflow_provider_eachlabs.schema import check_against_schema
+
+        fields = {**self.defaults, **item.fields}
+        if self._schema is not None:
+            try:
+                check_against_schema(fields, self._schema)
+            except EachlabsInputError as error:
+                raise EachlabsInputError(item.field_name(error.field), error.value, error.rule) from None
+        return fields
+
+    def prepare_item(self, item: BatchItem, uploads: dict[str, str]) -> dict[str, Any]:
+        """The input to send for a checked item (``FluxFillBatchOperator`` uploads its files here)."""
+        return self.check_item(item)
+
+    # --- the task -----------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        with final_errors_fail_the_task():
+            config = self._plan(context)
+            if self.deferrable:
+                from airflow_provider_eachlabs.triggers.batch import BatchTrigger
+
+                self.defer(trigger=BatchTrigger(config.to_dict()), method_name="execute_complete")
+            return self._finish(config, self._run_here(config))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger ran the batch: the verdict is taken here, on the worker."""
+        from airflow_provider_eachlabs.exceptions import EachlabsBatchError
+
+        with final_errors_fail_the_task():
+            config = self._config(context, total_items=None)
+            if not isinstance(event, Mapping) or event.get("status") not in ("done", "error"):
+                raise EachlabsBatchError(f"BatchTrigger sent an event this provider cannot read: {event!r}")
+            if event["status"] == "error":
+                raise EachlabsBatchError(
+                    f"The batch stopped in the triggerer: {event.get('message')}",
+                    final=bool(event.get("final")),
+                )
+            return self._finish(config, dict(event["summary"]))
+
+    def on_kill(self) -> None:
+        """A kill of the worker running the batch cancels every prediction in flight."""
+        runner = self._runner
+        if runner is not None:
+            for prediction_id in runner.in_flight_ids():
+                runner.cancel_quietly(prediction_id)
+
+    # --- planning: every item checked, then uploaded and written down, before the first create -------
+
+    def _plan(self, context: Context) -> BatchConfig:
+        """Check every item, then upload what needs it and write the plan the batch runs from. Items
+        an earlier try already sent are the journal's, not the plan's."""
+        from airflow_provider_eachlabs.batch.journal import DONE, PLAN_NAME, Journal
+        from airflow_provider_eachlabs.outputs import check_output_locations
+
+        check_output_locations({"output_path": self._folder}, None)
+        journal = Journal(self._journal_path(context))
+        state = journal.replay()
+        self.start_checks()
+        invalid, total = self._check_all()
+        uploads = _JournalledUploads(journal)
+        planned = 0
+        with journal.folder.writing(PLAN_NAME) as plan:
+            for item in self._items():
+                known = state.items.get(item.key)
+                if known is not None and known.input is not None:
+                    continue
+                if item.key in invalid:
+                    row = {"key": item.key, "status": "invalid", "error": invalid[item.key]}
+                    journal.record({"key": item.key, "state": DONE, "row": row})
+                    continue
+                plan.write(_json_line({"key": item.key, "input": self.prepare_item(item, uploads)}))
+                planned += 1
+        journal.flush()
+        self.log.info(
+            "Batch of %d items: %d to send, %d invalid, %d from earlier tries; at most %d in flight "
+            "and %d creates a minute",
+            total,
+            planned,
+            len(invalid),
+            total - planned - len(invalid),
+            self.max_in_flight,
+            self.creates_per_minute,
+        )
+        return self._config(context, total_items=total)
+
+    def _check_all(self) -> tuple[dict[str, str], int]:
+        """Every item checked before anything is uploaded or bought: invalid keys and why, and how
+        many items there are. With ``on_invalid="fail"`` any invalid item refuses the batch here."""
+        from airflow_provider_eachlabs.exceptions import EachlabsBatchError, EachlabsInputError
+
+        invalid: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        count = 0
+        for item in self._items():
+            count += 1
+            try:
+                if item.key in seen:
+                    raise EachlabsInputError(
+                        item.field_name("key"),
+                        item.key,
+                        f"is also the key of {seen[item.key]}: keys name outputs",
+                    )
+                seen[item.key] = item.where
+                self.check_item(item)
+            except EachlabsInputError as error:
+                invalid[item.key if item.key not in invalid else f"{item.key}@{item.where}"] = str(error)
+        if invalid and self.on_invalid == "fail":
+            shown = "; ".join(list(invalid.values())[:SHOWN_ERRORS])
+            raise EachlabsBatchError(
+                f"{len(invalid)} of {count} items are invalid, so nothing was sent (on_invalid='fail'; "
+                f"'skip' leaves them out): {shown}",
+                final=True,
+            )
+        for reason in list(invalid.values())[:SHOWN_ERRORS]:
+            self.log.warning("Skipping an invalid item: %s", reason)
+        return invalid, count
+
+    def _items(self) -> Iterator[BatchItem]:
+        from airflow_provider_eachlabs.batch.items import iter_items
+
+        items = self.items
+        if isinstance(items, str):  # a template that rendered a list as text
+            import json
+
+            items = json.loads(items)
+        return iter_items(items, self.items_path)
+
+    @property
+    def _folder(self) -> str:
+        return str(self.output_path).rstrip("/") + "/"
+
+    def _journal_path(self, context: Context) -> str:
+        from airflow_provider_eachlabs.batch.journal import journal_root
+
+        ti = context["ti"]
+        return journal_root(self._folder, ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+
+    def _config(self, context: Context, total_items: int | None) -> BatchConfig:
+        from airflow_provider_eachlabs.batch.runner import BatchConfig
+        from airflow_provider_eachlabs.polling import expected_seconds_for
+
+        folder = self._folder
+        return BatchConfig(
+            model=str(self.model),
+            eachlabs_conn_id=self.eachlabs_conn_id,
+            output_path=folder,
+            results_path=str(self.results_path or folder + RESULTS_NAME),
+            journal_path=self._journal_path(context),
+            format_field=self.format_field,
+            max_in_flight=self.max_in_flight,
+            creates_per_minute=self.creates_per_minute,
+            poll_interval=self.poll_interval,
+            expected_seconds=expected_seconds_for(str(self.model)),
+            deadline=self._deadline(context),
+            item_retries=self.item_retries,
+            retry_unknown_failures=self.retry_unknown_failures,
+            max_output_bytes=self.max_output_bytes,
+            total_items=total_items,
+        )
+
+    def _deadline(self, context: Context) -> float | None:
+        """``timeout`` from the task's start, and a little before ``execution_timeout``, which Airflow
+        does not apply to a deferred task: the trigger carries it."""
+        start = getattr(context.get("ti"), "start_date", None)
+        began = start.timestamp() if start is not None else time.time()
+        deadline = began + self.timeout if self.timeout else None
+        if self.execution_timeout:
+            budget = self.execution_timeout.total_seconds()
+            limit = began + budget - min(5.0, budget / 10)
+            deadline = limit if deadline is None else min(deadline, limit)
+        return deadline
+
+    # --- running and the verdict ----------------------------------------------------------------------
+
+    def _run_here(self, config: BatchConfig) -> dict[str, Any]:
+        """The batch on this worker, in one event loop; a timeout or a kill cancels what is in flight."""
+        import asyncio
+
+        from airflow_provider_eachlabs.batch.runner import BatchRunner
+        from airflow_provider_eachlabs.transport import aio
+
+        self._runner = runner = BatchRunner(config, self.hook, self.log)
+
+        async def run() -> dict[str, Any]:
+            async with aio.shared_session():
+                return await runner.run()
+
+        try:
+            return asyncio.run(run())
+        except BaseException:
+            self.on_kill()
+            raise
+
+    def _finish(self, config: BatchConfig, summary: dict[str, Any]) -> dict[str, Any]:
+        from airflow_provider_eachlabs.batch.journal import Journal
+        from airflow_provider_eachlabs.exceptions import EachlabsBatchError
+
+        self.log.info(
+            "Batch finished: %d of %d items stored, %d failed, %d invalid; $%.2f spent; predict time "
+            "p50 %s s, p95 %s s; every item's result is in %s",
+            summary["succeeded"],
+            summary["items"],
+            summary["failed"],
+            summary["invalid"],
+            summary["spend"],
+            summary["p50_predict_time"],
+            summary["p95_predict_time"],
+            summary["results_path"],
+        )
+        if summary["failed"] > self.max_failed:
+            shown = "; ".join(f"{f['key']}: {f['error']}" for f in summary["first_failures"])
+            raise EachlabsBatchError(
+                f"{summary['failed']} of {summary['items']} items failed (max_failed={self.max_failed}): "
+                f"{shown}. Every item's result is in {summary['results_path']}; a retry of the task "
+                "redoes only the failed items.",
+                final=bool(summary["all_failures_final"]),
+            )
+        if summary["failed"] == 0:
+            Journal(config.journal_path).remove()
+        return summary
+
+
+class _JournalledUploads(dict[str, str]):
+    """Uploads by content hash, kept in the journal, so a retry does not upload the same bytes again."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__(journal.state.uploads)
+        self._journal = journal
+
+    def __setitem__(self, digest: str, url: str) -> None:
+        super().__setitem__(digest, url)
+        self._journal.record({"upload": digest, "url": url})
+
+
+class FluxFillBatchOperator(EachlabsBatchOperator):
+    """flux-fill-pro over many images in one task: each item has ``FluxFillOperator``'s fields
+    (``prompt``, ``image``, ``mask``, ``seed``, ``steps``, ...), checked by the model page's rules;
+    local and object-storage images are uploaded once each (by content), a missing mask comes from
+    the image's alpha channel, and each output is stored as ``<key>.<output_format>``.
+
+    Every other argument is ``EachlabsBatchOperator``'s, without ``model``.
+    """
+
+    format_field = "output_format"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(model="flux-fill-pro", **kwargs)
+
+    def start_checks(self) -> None:
+        """The model page's rules are checked field by field (``FluxFillInput``), not by a schema."""
+
+    def check_item(self, item: BatchItem) -> dict[str, Any]:
+        """Fields by the model page, then local files read: format, and the mask's size."""
+        return self._read(item)[0]
+
+    def prepare_item(self, item: BatchItem, uploads: dict[str, str]) -> dict[str, Any]:
+        from airflow_provider_eachlabs.batch.runner import QuietLog
+        from airflow_provider_eachlabs.masks import mask_from_alpha
+        from airflow_provider_eachlabs.storage import upload_image
+
+        body, files = self._read(item)
+        if "mask" not in body:
+            files["mask"] = mask_from_alpha(files.get("image") or self._image_at(body["image"]))
+        for image_file in files.values():
+            body[image_file.field] = upload_image(
+                self.hook.upload_bytes, image_file, uploads, QuietLog(self.log)
+            )
+        return body
+
+    def _read(self, item: BatchItem) -> tuple[dict[str, Any], dict[str, ImageFile]]:
+        from dataclasses import fields
+
+        from airflow_provider_eachlabs.exceptions import EachlabsInputError
+        from airflow_provider_eachlabs.inputs import FluxFillInput, is_web_reference
+        from airflow_provider_eachlabs.storage import check_fill_inputs, load_image
+
+        merged = {**self.defaults, **item.fields}
+        known = {field.name for field in fields(FluxFillInput)}
+        for name in merged:
+            if name not in known:
+                raise EachlabsInputError(
+                    item.field_name(name), merged[name], f"is not a field of {self.model}"
+                )
+        try:
+            body = FluxFillInput.validate(**merged, api_host=self.hook.host).to_api()
+            files = {
+                field: load_image(field, body[field])
+                for field in ("image", "mask")
+                if body.get(field) and not is_web_reference(body[field])
+            }
+            if "mask" in files:
+                check_fill_inputs(files.get("image"), files["mask"])
+        except EachlabsInputError as error:
+            raise EachlabsInputError(item.field_name(error.field), error.value, error.rule) from None
+        return body, files
+
+    def _image_at(self, url: str) -> ImageFile:
+        """An image given by URL, fetched with the download rules, for the mask its alpha makes."""
+        from airflow_provider_eachlabs.exceptions import EachlabsInputError
+        from airflow_provider_eachlabs.imageinfo import read_image_info
+        from airflow_provider_eachlabs.storage import ImageFile
+
+        content = self.hook.download(url, self.max_output_bytes).content
+        info = read_image_info(content)
+        if info is None:
+            raise EachlabsInputError("image", url, "must be a JPEG, PNG or WebP image (its bytes are not)")
+        return ImageFile("image", url, content, info)
+
+
+def _json_line(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":")) + "\n"
