@@ -21,6 +21,20 @@ from urllib.parse import unquote, urlsplit
 from airflow_provider_eachlabs.storage import write_atomically
 
 
+def open_binary(uri: str, mode: str) -> IO[bytes]:
+    """A byte stream of an object-storage URI, through the same filesystem as ``read_bytes`` and
+    ``write_bytes``. ``ObjectStoragePath.open`` goes through Airflow's own registry of schemes instead,
+    which knows only the providers' (``s3``, ``gs``, ...), so on Airflow 3.3 it refuses ``memory://``
+    and any other fsspec scheme that reading and writing whole files accept; there the path wraps a
+    plain ``UPath`` (``__wrapped__``, with the connection's filesystem injected) that opens them all.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(uri)
+    stream: IO[bytes] = getattr(path, "__wrapped__", path).open(mode)
+    return stream
+
+
 class Folder:
     """The files directly inside ``root`` (a local path, ``file://`` or object-storage URI)."""
 
@@ -75,6 +89,12 @@ class Folder:
         with contextlib.suppress(Exception):  # an object store's empty "folder" may not exist at all
             self._remote().rmdir()
 
+    def remove_if_empty(self) -> None:
+        """The folder, when nothing is left in it (another task's journal may still be)."""
+        if self._local is not None:
+            with contextlib.suppress(OSError):
+                self._local.rmdir()
+
     @contextmanager
     def writing(self, name: str) -> Iterator[IO[str]]:
         """A text stream that becomes ``name`` whole when the block ends without an error."""
@@ -89,11 +109,14 @@ class Folder:
                 Path(temporary).unlink(missing_ok=True)
                 raise
             return
-        with self._remote(name).open("wb") as binary, io.TextIOWrapper(binary, encoding="utf-8") as handle:
+        with (
+            open_binary(f"{self.root}/{name}", "wb") as binary,
+            io.TextIOWrapper(binary, encoding="utf-8") as handle,
+        ):
             yield handle
 
     def open_text(self, name: str) -> IO[str]:
         """A text stream of ``name``, read in chunks; the caller closes it."""
         if self._local is not None:
             return (self._local / name).open("r", encoding="utf-8")
-        return io.TextIOWrapper(self._remote(name).open("rb"), encoding="utf-8")
+        return io.TextIOWrapper(open_binary(f"{self.root}/{name}", "rb"), encoding="utf-8")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from airflow_provider_eachlabs.batch.folder import open_binary
 from airflow_provider_eachlabs.exceptions import EachlabsInputError
 from airflow_provider_eachlabs.storage import FILE_STEM_RULE, check_file_stem, reason
 
@@ -91,10 +92,7 @@ def _open_text(path: str) -> IO[str]:
         if "://" not in path or parts.scheme == "file":
             local = Path(unquote(parts.path) if parts.scheme == "file" else path).expanduser()
             return local.open("r", encoding="utf-8", newline="")
-        from airflow.sdk import ObjectStoragePath
-
-        binary = ObjectStoragePath(path).open("rb")  # type: ignore[no-untyped-call]
-        return io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        return io.TextIOWrapper(open_binary(path, "rb"), encoding="utf-8", newline="")
     except FileNotFoundError:
         raise EachlabsInputError("items_path", path, "no file exists at this path") from None
     except Exception as error:

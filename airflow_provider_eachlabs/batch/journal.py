@@ -157,8 +157,10 @@ class Journal:
         self.write(self.take(), list(self.state.events()) if self.wants_snapshot else None)
 
     def remove(self) -> None:
-        """The batch is complete: its journal and plan are no longer needed."""
+        """The batch is complete: its journal and plan are no longer needed, nor, when no other
+        task's journal is left in it, the folder of journals."""
         self.folder.remove()
+        Folder(self.folder.root.rsplit("/", 1)[0]).remove_if_empty()
 
 
 def _seq_of(name: str) -> int:

@@ -58,7 +58,9 @@ class Pacer:
             return self._paused_until - now
         if self.in_flight >= self.in_flight_cap:
             return None
-        while self._answered and self._answered[0] <= now - WINDOW_SECONDS:
+        # Compared as ``answer + WINDOW <= now``, the very sum the delay below is made of: with
+        # ``answer <= now - WINDOW`` rounding could keep a create in the minute yet report 0.0 (send).
+        while self._answered and self._answered[0] + WINDOW_SECONDS <= now:
             self._answered.popleft()
         if len(self._answered) + self._sending < self.per_minute_cap:
             return 0.0

@@ -26,7 +26,15 @@ from itertools import islice
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_eachlabs import api
-from airflow_provider_eachlabs.batch.journal import CREATED, DONE, PLAN_NAME, QUEUED, SENDING, Journal
+from airflow_provider_eachlabs.batch.journal import (
+    CREATED,
+    DONE,
+    PLAN_NAME,
+    QUEUED,
+    SENDING,
+    ItemState,
+    Journal,
+)
 from airflow_provider_eachlabs.batch.pacer import Pacer
 from airflow_provider_eachlabs.batch.schedule import LearnedSchedule
 from airflow_provider_eachlabs.exceptions import (
@@ -184,7 +192,7 @@ class BatchRunner:
             if item.input is None:  # never sent (an invalid item): the plan decides about it
                 continue
             if item.state == CREATED and item.prediction_id:
-                self._watch(key, item.input, item.prediction_id, item.created_at or now, now)
+                self._reattach(key, item, item.created_at or now, now)
             elif item.state in (SENDING, QUEUED):
                 self.queue.append((key, item.input, item.sent_at if item.state == SENDING else None))
             elif item.state == DONE and item.row is not None:
@@ -192,7 +200,7 @@ class BatchRunner:
                     kept += 1
                 elif item.row.get("prediction_status") == SUCCESS and item.prediction_id:
                     # Paid for but not stored: re-attach and store it, never buy it again.
-                    self._watch(key, item.input, item.prediction_id, now, now)
+                    self._reattach(key, item, now, now)
                 else:
                     self.queue.append((key, item.input, None))
         if self.journal.state.items:
@@ -203,6 +211,16 @@ class BatchRunner:
                 len(self.watches),
                 len(self.queue),
             )
+
+    def _reattach(self, key: str, item: ItemState, created_at: float, now: float) -> None:
+        """Watch a prediction an earlier try created, counted by the pacer as one this try sent: it
+        holds a slot until its end is seen (``_end_watch`` frees one) and counts in the minute it was
+        made. Uncounted, every re-attached prediction would free a slot it never took, and a resumed
+        batch would create past the API's in-flight cap, beside the predictions still running."""
+        assert item.input is not None and item.prediction_id is not None
+        self.pacer.sending()
+        self.pacer.created(item.created_at or now)
+        self._watch(key, item.input, item.prediction_id, created_at, now)
 
     async def _loop(self) -> None:
         next_journal = next_progress = time.time()
