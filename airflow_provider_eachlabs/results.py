@@ -23,6 +23,9 @@ PREDICTION_URL_KEY = "prediction_url"
 REQUEST_KEY = "eachlabs_request"
 # How the task's prediction ended, success or not: pushed as the task ends, read by the UI plugin.
 OUTCOME_KEY = "eachlabs_outcome"
+# A batch task's plan (model, connection, results manifest, item count): pushed before its first
+# create, so the UI plugin can follow the batch; its counts and spend go to OUTCOME_KEY at the end.
+BATCH_KEY = "eachlabs_batch"
 # A model's output that is not a file (an object, a list, text) is kept in XCom up to this size.
 OUTPUT_XCOM_MAX_BYTES = 4096
 # The input shown on the task page is kept up to this size (a prompt is small; a document is not).
@@ -105,6 +108,23 @@ def success_outcome(result: dict[str, Any]) -> dict[str, Any]:
     """The ``eachlabs_outcome`` XCom of a success: the figures the overview page adds up."""
     keys = ("prediction_id", "model", "status", "cost", "predict_time", "output_url", "stored_path", "sha256")
     return {"ok": True, **{key: result.get(key) for key in keys}}
+
+
+def batch_outcome(summary: dict[str, Any], *, model: str, ok: bool) -> dict[str, Any]:
+    """The ``eachlabs_outcome`` XCom of a batch task: one row on the overview page that counts for
+    all its fills."""
+    return {
+        "ok": ok,
+        "batch": True,
+        "model": model,
+        "status": "success" if ok else "failed",
+        "fills": summary["items"] - summary["invalid"],
+        "succeeded": summary["succeeded"],
+        "failed": summary["failed"],
+        "cost": summary["spend"],
+        "p50_predict_time": summary["p50_predict_time"],
+        "results_path": summary["results_path"],
+    }
 
 
 def failure_outcome(prediction_id: str, model: str | None, error: BaseException) -> dict[str, Any]:

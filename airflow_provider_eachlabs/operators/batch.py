@@ -172,7 +172,7 @@ class EachlabsBatchOperator(BaseOperator):
                 from airflow_provider_eachlabs.triggers.batch import BatchTrigger
 
                 self.defer(trigger=BatchTrigger(config.to_dict()), method_name="execute_complete")
-            return self._finish(config, self._run_here(config))
+            return self._finish(context, config, self._run_here(config))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger ran the batch: the verdict is taken here, on the worker."""
@@ -187,7 +187,7 @@ class EachlabsBatchOperator(BaseOperator):
                     f"The batch stopped in the triggerer: {event.get('message')}",
                     final=bool(event.get("final")),
                 )
-            return self._finish(config, dict(event["summary"]))
+            return self._finish(context, config, dict(event["summary"]))
 
     def on_kill(self) -> None:
         """A kill of the worker running the batch cancels every prediction in flight."""
@@ -223,6 +223,7 @@ class EachlabsBatchOperator(BaseOperator):
                 plan.write(_json_line({"key": item.key, "input": self.prepare_item(item, uploads)}))
                 planned += 1
         journal.flush()
+        self._announce(context, total)
         self.log.info(
             "Batch of %d items: %d to send, %d invalid, %d from earlier tries; at most %d in flight "
             "and %d creates a minute",
@@ -234,6 +235,19 @@ class EachlabsBatchOperator(BaseOperator):
             self.creates_per_minute,
         )
         return self._config(context, total_items=total)
+
+    def _announce(self, context: Context, total: int) -> None:
+        """What the UI needs to follow the batch before its first create: where its results go."""
+        from airflow_provider_eachlabs.results import BATCH_KEY
+
+        value = {
+            "model": str(self.model),
+            "conn_id": self.eachlabs_conn_id,
+            "items": total,
+            "results_path": self._results_file,
+            "output_path": self._folder,
+        }
+        context["ti"].xcom_push(key=BATCH_KEY, value=value)
 
     def _check_all(self) -> tuple[dict[str, str], int]:
         """Every item checked before anything is uploaded or bought: invalid keys and why, and how
@@ -281,6 +295,10 @@ class EachlabsBatchOperator(BaseOperator):
     def _folder(self) -> str:
         return str(self.output_path).rstrip("/") + "/"
 
+    @property
+    def _results_file(self) -> str:
+        return str(self.results_path or self._folder + RESULTS_NAME)
+
     def _journal_path(self, context: Context) -> str:
         from airflow_provider_eachlabs.batch.journal import journal_root
 
@@ -296,7 +314,7 @@ class EachlabsBatchOperator(BaseOperator):
             model=str(self.model),
             eachlabs_conn_id=self.eachlabs_conn_id,
             output_path=folder,
-            results_path=str(self.results_path or folder + RESULTS_NAME),
+            results_path=self._results_file,
             journal_path=self._journal_path(context),
             format_field=self.format_field,
             max_in_flight=self.max_in_flight,
@@ -343,9 +361,14 @@ class EachlabsBatchOperator(BaseOperator):
             self.on_kill()
             raise
 
-    def _finish(self, config: BatchConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    def _finish(self, context: Context, config: BatchConfig, summary: dict[str, Any]) -> dict[str, Any]:
+        """Log the outcome, leave it for the UI, and fail when more items failed than allowed."""
         from airflow_provider_eachlabs.batch.journal import Journal
         from airflow_provider_eachlabs.exceptions import EachlabsBatchError
+        from airflow_provider_eachlabs.results import OUTCOME_KEY, batch_outcome
+
+        ok = summary["failed"] <= self.max_failed
+        context["ti"].xcom_push(key=OUTCOME_KEY, value=batch_outcome(summary, model=config.model, ok=ok))
 
         self.log.info(
             "Batch finished: %d of %d items stored, %d failed, %d invalid; $%.2f spent; predict time "
@@ -359,7 +382,7 @@ class EachlabsBatchOperator(BaseOperator):
             summary["p95_predict_time"],
             summary["results_path"],
         )
-        if summary["failed"] > self.max_failed:
+        if not ok:
             shown = "; ".join(f"{f['key']}: {f['error']}" for f in summary["first_failures"])
             raise EachlabsBatchError(
                 f"{summary['failed']} of {summary['items']} items failed (max_failed={self.max_failed}): "

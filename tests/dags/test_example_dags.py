@@ -85,3 +85,28 @@ def test_batch_fills_every_image_of_the_folder(dag_env: EachlabsSimulator, tmp_p
     assert stored == sorted(p.name for p in (tmp_path / "out" / "batch").iterdir())
     assert dag_env.counters.creates == {"dag-key-42": 3}
     assert {result["width"] for result in results} == {256}
+
+
+def test_the_batch_operator_fills_the_manifest_in_one_task(dag_env: EachlabsSimulator, tmp_path: Path):
+    import json
+
+    run = load_dag("example_batch_operator").test()
+    assert run.state == "success"
+    (summary,) = xcoms(run, "fill_all")
+    out = tmp_path / "out" / "batch-operator"
+    assert (summary["items"], summary["succeeded"], summary["failed"]) == (3, 3, 0)
+    assert summary["spend"] == pytest.approx(0.15)
+    assert summary["results_path"] == f"{out}/eachlabs-results.jsonl"
+    rows = [json.loads(line) for line in (out / "eachlabs-results.jsonl").read_text().splitlines()]
+    assert sorted(row["key"] for row in rows) == ["product_1", "product_2", "product_3"]
+    for row in rows:  # each output named by its key
+        assert row["stored_path"] == f"{out}/{row['key']}.png" and row["status"] == "success"
+        assert Image.open(row["stored_path"]).size == (256, 192)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eachlabs-results.jsonl",
+        "manifest.jsonl",
+        "product_1.png",
+        "product_2.png",
+        "product_3.png",
+    ]  # the journal is gone once every item is stored
+    assert dag_env.counters.creates == {"dag-key-42": 3}
