@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean mutate
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,18 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-output .airflow-demo
+	rm -rf $(VENV) demo-output .airflow-demo mutants
+
+# -- Mutation testing of the money paths (docs/mutation.md); not part of `make test` -----------------
+# mutmut mutates the modules [tool.mutmut] names and runs, per mutant, only the tests of tests/unit and
+# tests/integration that reached the mutated function, fastest first, stopping at the first failure.
+# A fresh run each time: results cached from older tests would hide what a new test kills.
+MUTATE_CHILDREN ?= 2
+
+mutate: $(BIN)/.installed
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(MUTATE_CHILDREN)
+	$(BIN)/python scripts/mutation_score.py
 
 # -- A real Airflow, packaging and the version matrix (tests/e2e; CI runs all of it) -----------------
 # `make e2e` starts api-server, scheduler, dag-processor and triggerer on loopback and drives them
