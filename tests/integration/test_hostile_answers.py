@@ -141,7 +141,9 @@ def test_an_output_that_only_starts_like_an_image_is_not_stored(hostile: Hostile
     )
     hostile.on("GET", "/files/evil.py", raw_answer(200, polyglot, {"Content-Type": "image/webp"}))
     with pytest.raises(
-        AirflowFailException, match="is not a whole JPEG, PNG or WebP image; nothing was stored"
+        AirflowFailException,
+        match=rf"^the output {hostile.base_url}/files/evil\.py of prediction abc123 is not a whole JPEG, "
+        "PNG or WebP image; nothing was stored$",
     ):
         url_fill(tmp_path).execute(context())
     assert files_under(tmp_path) == []

@@ -73,7 +73,7 @@ def test_a_retry_reads_the_record_an_earlier_release_wrote_and_re_attaches(eachl
         }
     )
     result = fill().execute(context(store))
-    assert result["prediction_id"] == created
+    assert (result["prediction_id"], result["status"]) == (created, "success")  # waited for, not cut short
     assert eachlabs_conn.counters.create_requests == 1
     assert eachlabs_conn.counters.uploads == uploads_before
 

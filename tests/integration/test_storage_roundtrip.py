@@ -301,10 +301,13 @@ def test_s3_output_without_credentials_fails_before_anything_is_bought(
         with pytest.raises(
             AirflowFailException,
             match=r"Invalid output_path='s3://bucket/filled/': cannot be written: no credentials were found",
-        ):
+        ) as caught:
             fill(output_path="s3://bucket/filled/").execute(context())
     finally:
         forget_s3_filesystems()
+    assert str(caught.value).endswith(
+        "name a connection in the URI (s3://<conn_id>@bucket/...) or configure the worker's credentials"
+    )
     assert eachlabs_conn.counters.requests == 0
 
 
@@ -317,3 +320,14 @@ def test_s3_missing_input_fails_naming_the_field_before_any_request(
     with pytest.raises(AirflowFailException, match=r"Invalid mask='s3://.*/in/nope\.png': no file exists"):
         fill(image=f"{prefix}/in/scene.png", mask=f"{prefix}/in/nope.png").execute(context())
     assert eachlabs_conn.counters.requests == 0
+
+
+def test_a_bucket_gone_before_the_write_is_not_created_by_it(s3: tuple[str, Any]):
+    """The storage went away after the check: the write fails (the next try stores the output)
+    instead of creating a bucket under the name it was given."""
+    from airflow_provider_eachlabs.storage import write_atomically
+
+    prefix, client = s3
+    with pytest.raises(Exception):  # noqa: B017 -- the S3 library's own error
+        write_atomically(f"{prefix.replace(BUCKET, 'gone')}/out/p1.png", b"image bytes")
+    assert [bucket["Name"] for bucket in client.list_buckets()["Buckets"]] == [BUCKET]

@@ -59,6 +59,25 @@ def test_failed_event_raises_with_everything_the_api_said():
         prediction_from_event(event("failed", prediction=failed))
 
 
+def test_the_apis_message_logs_and_details_travel_with_the_event_to_the_task():
+    """The trigger runs in another process: a failure's words must survive the event's JSON."""
+    failed = api.Prediction(
+        id="p1",
+        status="failed",
+        message="the provider timed out",
+        logs="step 3 of 4",
+        details={"region": "eu-1"},
+        request_id="req-9",
+    )
+    carried = json.loads(json.dumps(event("failed", prediction=failed.to_dict())))
+    with pytest.raises(api.PredictionFailed) as caught:
+        prediction_from_event(carried)
+    assert str(caught.value) == (
+        "Eachlabs prediction p1 ended with status 'failed': the provider timed out; "
+        '{"region":"eu-1"}; step 3 of 4 (request id req-9).'
+    )
+
+
 def test_cancelled_event_raises_cancelled():
     with pytest.raises(api.PredictionCancelled, match="p1 was cancelled"):
         prediction_from_event(event("cancelled", prediction={"id": "p1", "status": "canceled"}))

@@ -1,0 +1,563 @@
+"""Behaviours that no test checked until mutation testing showed it (docs/mutation.md), over real HTTP.
+
+Each test is named by what it guards, not by the mutant that found the gap, and asserts what a user
+would notice: what reached the API, the simulator's counters, the task's error and log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+from airflow_provider_eachlabs import api, schema
+from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+from airflow_provider_eachlabs.operators.prediction import EachlabsPredictionOperator
+from airflow_provider_eachlabs.testing import EachlabsSimulator
+from tests.conftest import connection_json
+from tests.hostile import HostileServer, hostile_server, json_answer
+from tests.integration.test_hook import png_bytes
+from tests.integration.test_operators import RecordingStateStore, context, fill
+from tests.integration.test_retry_safety import StartedTI
+
+
+@pytest.fixture
+def hostile(monkeypatch: pytest.MonkeyPatch) -> Iterator[HostileServer]:
+    with hostile_server() as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_EACHLABS_DEFAULT", connection_json(server.base_url, max_retries=1, timeout=0.5)
+        )
+        yield server
+
+
+def generic(model: str, input: dict[str, Any], **kwargs: Any) -> EachlabsPredictionOperator:
+    arguments: dict[str, Any] = {"poll_interval": 0.05, "deferrable": False, **kwargs}
+    return EachlabsPredictionOperator(task_id="t", model=model, input=input, **arguments)
+
+
+# --- the connection test ----------------------------------------------------------------------------
+
+
+def test_a_connection_test_asks_once_even_when_the_api_is_down_and_leaves_the_hook_usable(
+    eachlabs_conn: EachlabsSimulator,
+):
+    eachlabs_conn.inject("executions", "status", times=5, status=503)
+    hook = EachlabsHook()
+    ok, message = hook.test_connection()
+    assert (ok, message) == (False, message) and message.startswith("HTTP 503")
+    assert eachlabs_conn.counters.executions == 1  # not retried: someone is waiting in the UI
+    eachlabs_conn.clear_faults()
+    assert hook.test_connection() == (True, f"Connected to Eachlabs at {eachlabs_conn.base_url}")
+    assert hook.settings.max_retries == 3  # the connection's own retries are back for real calls
+    assert hook.get_model("flux-fill-pro")["request_schema"]
+
+
+def test_a_connection_test_reads_only_the_newest_execution(hostile: HostileServer):
+    hostile.on("GET", "/v1/executions", json_answer({"executions": []}))
+    assert EachlabsHook().test_connection()[0]
+    assert [r.path for r in hostile.received] == ["/v1/executions?limit=1&offset=0"]
+
+
+# --- the deferred wait ------------------------------------------------------------------------------
+
+
+def test_the_deferred_wait_keeps_the_tasks_connection_and_poll_interval(
+    simulator: EachlabsSimulator, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("AIRFLOW_CONN_MY_EACHLABS", connection_json(simulator.base_url))
+    operator = fill(deferrable=True, eachlabs_conn_id="my_eachlabs", poll_interval=0.25)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context())
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert (kwargs["eachlabs_conn_id"], kwargs["poll_interval"]) == ("my_eachlabs", 0.25)
+
+
+def test_without_execution_timeout_the_deferred_wait_ends_at_the_tasks_timeout(
+    eachlabs_conn: EachlabsSimulator,
+):
+    operator = fill(deferrable=True, timeout=600)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"ti": StartedTI(time.time() - 30), "task_state_store": RecordingStateStore()})
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["deadline"] == pytest.approx(kwargs["started_at"] + 600, abs=0.01)
+
+
+def test_a_short_execution_timeout_keeps_a_tenth_of_itself_for_the_cancel(eachlabs_conn: EachlabsSimulator):
+    operator = fill(deferrable=True, timeout=3600, execution_timeout=timedelta(seconds=20))
+    started = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"ti": StartedTI(started), "task_state_store": RecordingStateStore()})
+    assert deferred.value.trigger.serialize()[1]["deadline"] == pytest.approx(started + 18, abs=0.01)
+
+
+def test_an_unknown_failure_reported_by_the_trigger_fails_at_once_when_asked(
+    eachlabs_conn: EachlabsSimulator,
+):
+    operator = fill(deferrable=True, retry_unknown_failures=False)
+    event = {
+        "status": "failed",
+        "prediction_id": "p1",
+        "prediction": {"id": "p1", "status": "failed", "output": {"error_code": "SOMETHING_NEW"}},
+    }
+    with pytest.raises(AirflowFailException, match="Not retried: retry_unknown_failures is off"):
+        operator.execute_complete(context(), event)
+
+
+# --- the input schema -------------------------------------------------------------------------------
+
+
+def test_the_input_schema_of_one_host_is_never_used_for_another(monkeypatch: pytest.MonkeyPatch):
+    """Staging and production connections in one worker: each host's schema checks its own tasks."""
+    schema._schemas.clear()
+    model = f"model-{uuid.uuid4().hex[:8]}"
+    strict = {"type": "object", "properties": {"prompt": {"type": "string"}}, "additionalProperties": False}
+    with hostile_server() as staging, hostile_server() as production:
+        staging.on("GET", "/v1/model", json_answer({"request_schema": strict}))
+        production.on("GET", "/v1/model", json_answer({"request_schema": {"type": "object"}}))
+        production.on("POST", "/v1/prediction", json_answer({"predictionID": "p1"}))
+        monkeypatch.setenv("AIRFLOW_CONN_STAGING", connection_json(staging.base_url))
+        monkeypatch.setenv("AIRFLOW_CONN_PRODUCTION", connection_json(production.base_url))
+        with pytest.raises(AirflowFailException, match=r"Invalid input\.seed=1: is not an input"):
+            generic(model, {"prompt": "p", "seed": 1}, eachlabs_conn_id="staging").execute(context())
+        submitted = generic(
+            model, {"prompt": "p", "seed": 1}, eachlabs_conn_id="production", wait_for_completion=False
+        ).execute(context())
+    assert submitted == "p1"
+    assert [r.path for r in production.received] == [f"/v1/model?slug={model}", "/v1/prediction"]
+
+
+def test_an_unreadable_schema_answer_is_asked_for_again(eachlabs_conn: EachlabsSimulator):
+    schema._schemas.clear()
+    eachlabs_conn.inject("model", "status", times=2, status=503)
+    assert EachlabsHook().get_model("flux-fill-pro")["request_schema"]
+    assert eachlabs_conn.counters.model_gets == 3
+
+
+# --- looking for the prediction an interrupted create made ------------------------------------------
+
+
+def test_a_candidate_whose_answer_is_not_an_object_is_not_taken_for_the_lost_prediction(
+    hostile: HostileServer,
+):
+    created: list[str] = []
+
+    def create(handler: Any) -> None:
+        created.append("x")
+        status = 500 if len(created) == 1 else 200
+        json_answer({"predictionID": "fresh"} if status == 200 else {"error": "boom"}, status=status)(handler)
+
+    hostile.on("POST", "/v1/prediction", create)
+    hostile.on("GET", "/v1/executions", json_answer({"executions": [{"id": "odd"}]}))
+    hostile.on("GET", "/v1/prediction/odd", json_answer(["not", "an", "object"]))
+    assert EachlabsHook().submit_prediction("m", {"prompt": "p"}) == "fresh"
+    assert len(created) == 2
+
+
+# --- cancels, as the task log tells them ------------------------------------------------------------
+
+
+def test_the_task_log_says_which_prediction_was_cancelled_or_could_not_be(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    eachlabs_conn.inject("create", "never_finish", times=2)
+    operator = fill(timeout=0.3)
+    with pytest.raises(api.PredictionTimeout):
+        operator.execute(context())
+    printed = capsys.readouterr().out
+    assert re.search(rf"\] Asked Eachlabs to cancel prediction {operator.prediction_id} \[", printed)
+
+    eachlabs_conn.inject("cancel", "status", times=50, status=500)
+    operator = fill(timeout=0.3)
+    with pytest.raises(api.PredictionTimeout):
+        operator.execute(context())
+    printed = capsys.readouterr().out
+    assert re.search(
+        rf"\] Could not cancel prediction {operator.prediction_id}: HTTP 500: [^\n]*\(request id \S+\) \[",
+        printed,
+    )
+
+
+# --- re-attaching on a retry ------------------------------------------------------------------------
+
+
+def logged(printed: str, line: str) -> bool:
+    """Whether the task log has ``line`` as a whole message (between the level and the logger)."""
+    return re.search(r"\] " + re.escape(line) + r" \[", printed) is not None
+
+
+def finished_prediction(simulator: EachlabsSimulator, **fault: Any) -> str:
+    if fault:
+        simulator.inject("create", "fail", **fault)
+    hook = EachlabsHook()
+    prediction_id = hook.create_prediction("echo-test", {"text": "earlier try"})
+    hook.wait_for_prediction(prediction_id, poll_interval=0.05, timeout=10)
+    return prediction_id
+
+
+def test_a_retry_finds_its_prediction_already_succeeded_and_finishes_with_one_look(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    done = finished_prediction(eachlabs_conn)
+    gets_before = eachlabs_conn.counters.gets
+    store = RecordingStateStore({"eachlabs_prediction": {"id": done, "started_at": time.time()}})
+    result = generic("echo-test", {"text": "earlier try"}).execute(context(store))
+    assert (result["prediction_id"], result["status"]) == (done, "success")
+    assert eachlabs_conn.counters.gets - gets_before == 1
+    assert eachlabs_conn.counters.create_requests == 1
+    assert logged(
+        capsys.readouterr().out,
+        f"Re-attached to prediction {done} of an earlier try (status 'success'): "
+        "no new prediction is created",
+    )
+
+
+def test_a_kill_after_re_attaching_cancels_the_prediction_the_task_waits_for(
+    eachlabs_conn: EachlabsSimulator,
+):
+    eachlabs_conn.inject("create", "never_finish")
+    running = EachlabsHook().create_prediction("echo-test", {"text": "earlier try"})
+    store = RecordingStateStore({"eachlabs_prediction": {"id": running, "started_at": time.time()}})
+    operator = generic("echo-test", {"text": "earlier try"}, deferrable=True)
+    with pytest.raises(TaskDeferred):
+        operator.execute(context(store))
+    operator.on_kill()
+    assert eachlabs_conn.predictions[running].status == "cancelled"
+    assert eachlabs_conn.counters.create_requests == 1
+
+
+@pytest.mark.parametrize("earlier", ["failed", "unknown"])
+def test_the_task_log_says_why_a_retry_buys_a_new_prediction(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str], earlier: str
+):
+    if earlier == "failed":
+        earlier_id = finished_prediction(eachlabs_conn, error_code="INTERNAL_ERROR")
+        reason = f"Prediction {earlier_id} of an earlier try ended 'failed': creating a new one"
+    else:
+        earlier_id = "p-gone"
+        reason = "Prediction p-gone of an earlier try is unknown to the API"
+    store = RecordingStateStore({"eachlabs_prediction": {"id": earlier_id, "started_at": time.time()}})
+    result = generic("echo-test", {"text": "again"}, wait_for_completion=False).execute(context(store))
+    assert result != earlier_id
+    assert logged(capsys.readouterr().out, reason)
+
+
+# --- the search for what a lost create made ---------------------------------------------------------
+
+
+def test_a_retry_after_a_lost_create_lists_the_models_executions_once_then_buys(
+    eachlabs_conn: EachlabsSimulator,
+):
+    """No prediction matches: the next try looks once (no patience on this path) and creates."""
+    store = RecordingStateStore({"eachlabs_prediction": {"sent_at": time.time(), "finished_ids": []}})
+    started = time.monotonic()
+    generic("echo-test", {"text": "x"}, wait_for_completion=False).execute(context(store))
+    assert time.monotonic() - started < 0.9
+    assert (eachlabs_conn.counters.executions, eachlabs_conn.counters.create_requests) == (1, 1)
+
+
+def test_the_search_lists_only_the_models_executions_and_waits_for_a_late_listing(hostile: HostileServer):
+    """The listing lags the create: it is read again within the request timeout, and only this
+    model's executions are listed, so another model's prediction with the same input is never taken."""
+    listings: list[str] = []
+
+    def executions(handler: Any) -> None:
+        listings.append(handler.path)
+        rows = [{"id": "late", "created_at": "2099-01-01T00:00:00Z"}] if len(listings) > 1 else []
+        json_answer({"executions": rows})(handler)
+
+    hostile.on("POST", "/v1/prediction", json_answer({"error": "boom"}, status=500))
+    hostile.on("GET", "/v1/executions", executions)
+    hostile.on("GET", "/v1/prediction/late", json_answer({"status": "processing", "input": {"prompt": "p"}}))
+    started = time.monotonic()
+    assert EachlabsHook().submit_prediction("flux-fill-pro", {"prompt": "p"}) == "late"
+    assert time.monotonic() - started < 0.8  # read again a quarter of the request timeout later
+    assert len(listings) >= 2
+    assert all("model=flux-fill-pro" in path for path in listings)
+    assert [r.path for r in hostile.received].count("/v1/prediction") == 1
+
+
+# --- what an error names ----------------------------------------------------------------------------
+
+
+def test_an_unknown_prediction_error_keeps_the_apis_details_and_request_id(hostile: HostileServer):
+    hostile.on(
+        "GET",
+        "/v1/prediction/p-gone",
+        json_answer(
+            {"message": "not found", "details": {"hint": "check the key"}},
+            status=404,
+            headers={"X-Request-Id": "req-404"},
+        ),
+    )
+    for call in (
+        lambda: EachlabsHook().get_prediction("p-gone"),
+        lambda: asyncio.run(EachlabsHook().aget_prediction("p-gone")),
+    ):
+        with pytest.raises(api.EachlabsNotFoundError) as caught:
+            call()
+        assert str(caught.value) == (
+            "HTTP 404: no prediction 'p-gone' for this API key (not found) "
+            '(details: {"hint":"check the key"}) (request id req-404)'
+        )
+        assert (caught.value.details, caught.value.request_id) == ({"hint": "check the key"}, "req-404")
+
+
+def test_a_model_answer_that_is_not_an_object_is_named_in_the_task_log(
+    hostile: HostileServer, capsys: pytest.CaptureFixture[str]
+):
+    schema._schemas.clear()
+    hostile.on("GET", "/v1/model", json_answer(["not", "an", "object"]))
+    hostile.on("POST", "/v1/prediction", json_answer({"predictionID": "p1"}))
+    generic("odd-model", {"prompt": "p"}, wait_for_completion=False).execute(context())
+    assert "(the model answer for 'odd-model' is not an object)" in capsys.readouterr().out
+
+
+def test_a_cancel_from_the_triggerer_is_retried_through_a_server_error(eachlabs_conn: EachlabsSimulator):
+    from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
+
+    eachlabs_conn.inject("create", "never_finish")
+    running = EachlabsHook().create_prediction("echo-test", {"text": "x"})
+    eachlabs_conn.inject("cancel", "status", status=503)
+    trigger = PredictionTrigger(running, "eachlabs_default", time.time() + 60, time.time())
+    asyncio.run(trigger.on_kill())
+    assert eachlabs_conn.counters.cancels == 2
+    assert eachlabs_conn.predictions[running].status == "cancelled"
+
+
+def test_several_outputs_and_an_output_path_naming_one_file_store_the_first_and_say_so(
+    eachlabs_conn: EachlabsSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    image = eachlabs_conn.add_file(png_bytes())
+    target = tmp_path / "one.png"
+    result = generic("upscale-image", {"image": image, "num_outputs": 2}, output_path=str(target)).execute(
+        context()
+    )
+    first, _ = result["output_urls"]
+    assert target.read_bytes() == eachlabs_conn.file_bytes(first)
+    assert "stored_paths" not in result and result["stored_path"] == str(target)
+    assert logged(
+        capsys.readouterr().out,
+        f"Prediction {result['prediction_id']} made 2 files but output_path names one file: "
+        "only the first is stored",
+    )
+
+
+def test_one_output_and_an_output_path_naming_one_file_is_no_warning(
+    eachlabs_conn: EachlabsSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    image = eachlabs_conn.add_file(png_bytes())
+    generic("upscale-image", {"image": image}, output_path=str(tmp_path / "one.png")).execute(context())
+    assert "only the first is stored" not in capsys.readouterr().out
+
+
+def test_the_triggerer_log_counts_the_status_requests_of_a_wait(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
+
+    eachlabs_conn.inject("create", "never_finish")
+    running = EachlabsHook().create_prediction("echo-test", {"text": "x"})
+    now = time.time()
+    trigger = PredictionTrigger(running, "eachlabs_default", now + 0.35, now, poll_interval=0.1)
+
+    async def events() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(events())
+    assert event["status"] == "timeout"
+    assert logged(
+        capsys.readouterr().out,
+        f"Stopped waiting for prediction {running} at its deadline, after "
+        f"{eachlabs_conn.counters.gets} status requests",
+    )
+
+
+def test_the_triggerer_reads_a_connection_once_per_30_seconds(
+    eachlabs_conn: EachlabsSimulator, monkeypatch: pytest.MonkeyPatch
+):
+    """A thousand waiting triggers share one lookup; an edited connection is seen after 30 s."""
+
+    async def hosts() -> list[str]:
+        first = (await EachlabsHook().aget_settings()).host
+        monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", connection_json("https://api.example.com"))
+        second = (await EachlabsHook().aget_settings()).host
+        return [first, second]
+
+    assert asyncio.run(hosts()) == [eachlabs_conn.base_url] * 2
+
+
+def test_an_executions_answer_that_is_not_an_object_says_so(hostile: HostileServer):
+    hostile.on("GET", "/v1/executions", json_answer(["not", "an", "object"]))
+    assert EachlabsHook().test_connection() == (False, "the executions answer is not an object")
+
+
+def test_the_search_skips_predictions_an_earlier_try_finished_with_and_looks_further(
+    hostile: HostileServer,
+):
+    hostile.on("POST", "/v1/prediction", json_answer({"error": "boom"}, status=500))
+    hostile.on(
+        "GET", "/v1/executions", json_answer({"executions": [{"id": "failed-before"}, {"id": "late"}]})
+    )
+    hostile.on("GET", "/v1/prediction/late", json_answer({"status": "processing", "input": {"prompt": "p"}}))
+    found = EachlabsHook().submit_prediction("m", {"prompt": "p"}, exclude=["failed-before"])
+    assert found == "late"
+    assert "/v1/prediction/failed-before" not in [r.path for r in hostile.received]
+
+
+def test_the_search_reads_the_models_executions_in_pages_of_100(hostile: HostileServer):
+    from urllib.parse import parse_qs, urlsplit
+
+    def executions(handler: Any) -> None:
+        offset = int(parse_qs(urlsplit(handler.path).query)["offset"][0])
+        rows = [{"id": f"r{i}", "created_at": "2099-01-01T00:00:00Z"} for i in range(offset, offset + 100)]
+        json_answer({"executions": rows[:5] if offset else rows})(handler)
+
+    hostile.on("POST", "/v1/prediction", json_answer({"error": "boom"}, status=500))
+    hostile.on("GET", "/v1/executions", executions)
+    hostile.on("GET", "/v1/prediction/r0", json_answer({"status": "processing", "input": {"prompt": "p"}}))
+    assert EachlabsHook().submit_prediction("m", {"prompt": "p"}) == "r0"
+    assert [r.path for r in hostile.received if r.path.startswith("/v1/executions")] == [
+        "/v1/executions?limit=100&offset=0&model=m",
+        "/v1/executions?limit=100&offset=100&model=m",
+    ]
+
+
+def test_the_search_stops_at_the_first_execution_older_than_the_create(hostile: HostileServer):
+    """Executions are listed newest first: one made before the create (less the clock skew
+    allowed) ends the search, so nothing older can be taken for the lost prediction."""
+    rows = [
+        {"id": "newer", "created_at": "2099-01-01T00:00:00Z"},
+        {"id": "older", "created_at": "2000-01-01T00:00:00Z"},
+        {"id": "same-input", "created_at": "2099-01-01T00:00:00Z"},
+    ]
+    answers = iter([json_answer({"error": "boom"}, status=500), json_answer({"predictionID": "fresh"})])
+    hostile.on("POST", "/v1/prediction", lambda handler: next(answers)(handler))
+    hostile.on("GET", "/v1/executions", json_answer({"executions": rows}))
+    hostile.on("GET", "/v1/prediction/newer", json_answer({"status": "processing", "input": {"prompt": "x"}}))
+    hostile.on(
+        "GET", "/v1/prediction/same-input", json_answer({"status": "success", "input": {"prompt": "p"}})
+    )
+    assert EachlabsHook().submit_prediction("m", {"prompt": "p"}) == "fresh"
+    assert "/v1/prediction/same-input" not in [r.path for r in hostile.received]
+
+
+@pytest.mark.parametrize("listing", [{}, {"executions": None}, {"executions": ["not a row"]}])
+def test_an_empty_or_odd_listing_means_nothing_was_made_and_the_create_is_sent_again(
+    hostile: HostileServer, listing: dict[str, Any]
+):
+    answers = iter([json_answer({"error": "boom"}, status=500), json_answer({"predictionID": "fresh"})])
+    hostile.on("POST", "/v1/prediction", lambda handler: next(answers)(handler))
+    hostile.on("GET", "/v1/executions", json_answer(listing))
+    assert EachlabsHook().submit_prediction("m", {"prompt": "p"}) == "fresh"
+
+
+# --- what the log says about money ------------------------------------------------------------------
+
+
+def test_without_task_state_store_the_task_log_warns_that_a_retry_buys_again(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    from tests.integration.test_operators import RecordingTI
+
+    generic("echo-test", {"text": "x"}, wait_for_completion=False).execute({"ti": RecordingTI()})
+    assert logged(
+        capsys.readouterr().out,
+        "task_state_store is not available (Airflow older than 3.3): a retry of this task cannot "
+        "re-attach to the prediction this try creates and will create another",
+    )
+
+
+def test_the_task_log_tells_how_a_lost_create_was_resolved(
+    hostile: HostileServer, capsys: pytest.CaptureFixture[str]
+):
+    creates = iter(
+        [
+            json_answer({"error": "boom"}, status=500, headers={"X-Request-Id": "req-1"}),
+            json_answer({"error": "boom"}, status=500, headers={"X-Request-Id": "req-2"}),
+        ]
+    )
+    listings = iter([{"executions": []}, {"executions": []}, {"executions": [{"id": "late"}]}])
+    hostile.on("POST", "/v1/prediction", lambda handler: next(creates)(handler))
+    hostile.on(
+        "GET", "/v1/executions", lambda handler: json_answer(next(listings, {"executions": []}))(handler)
+    )
+    hostile.on("GET", "/v1/prediction/late", json_answer({"status": "processing", "input": {"prompt": "p"}}))
+    hook = EachlabsHook()
+    assert hook.submit_prediction("m", {"prompt": "p"}) == "late"
+    printed = capsys.readouterr().out
+    assert logged(
+        printed,
+        "The create may have gone through (HTTP 500: boom (request id req-1)); looking for its prediction",
+    )
+    assert logged(printed, "Found prediction late that the interrupted create made: using it")
+
+
+def test_a_create_lost_every_time_is_sent_once_per_retry_then_fails_with_its_error(
+    hostile: HostileServer, capsys: pytest.CaptureFixture[str]
+):
+    hostile.on("POST", "/v1/prediction", json_answer({"error": "boom"}, status=500))
+    hostile.on("GET", "/v1/executions", json_answer({"executions": []}))
+    with pytest.raises(api.EachlabsServerError, match="HTTP 500: boom"):
+        EachlabsHook().submit_prediction("m", {"prompt": "p"})
+    assert [r.path for r in hostile.received].count("/v1/prediction") == 2  # max_retries=1
+    assert logged(
+        capsys.readouterr().out, "No prediction was made by the interrupted create: sending it again"
+    )
+
+
+def test_a_wait_that_times_out_logs_how_long_and_how_many_status_requests(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    eachlabs_conn.inject("create", "never_finish")
+    hook = EachlabsHook()
+    prediction_id = hook.create_prediction("echo-test", {"text": "x"})
+    with pytest.raises(api.PredictionTimeout) as caught:
+        hook.wait_for_prediction(prediction_id, poll_interval=0.1, timeout=0.3)
+    assert caught.value.prediction_id == prediction_id
+    assert "(last status 'processing')" in str(caught.value)
+    assert re.search(
+        rf"\] Stopped waiting for prediction {prediction_id} after 0\.\ds and {eachlabs_conn.counters.gets} "
+        r"status requests \[",
+        capsys.readouterr().out,
+    )
+
+
+# --- what uploads and downloads send ----------------------------------------------------------------
+
+
+def test_uploads_and_downloads_name_the_provider_and_downloads_ask_for_an_image(hostile: HostileServer):
+    hostile.on(
+        "POST",
+        "/v1/upload/presign",
+        json_answer({"presigned_url": f"{hostile.base_url}/put/u1", "public_url": f"{hostile.base_url}/u1"}),
+    )
+    hostile.on("PUT", "/put/u1", lambda handler: json_answer({})(handler))
+    hostile.on("GET", "/files/out.png", lambda handler: handler.send_error(418))
+    hook = EachlabsHook()
+    hook.upload_bytes(png_bytes(), "image/png")
+    with pytest.raises(api.EachlabsAPIError):
+        hook.download(f"{hostile.base_url}/files/out.png")
+    put, get = hostile.received[1], hostile.received[2]
+    assert (put.headers["Content-Type"], put.headers["User-Agent"]) == ("image/png", api.USER_AGENT)
+    assert (get.headers["Accept"], get.headers["User-Agent"]) == ("image/*", api.USER_AGENT)
+
+
+def test_a_download_follows_five_relative_redirects_and_no_sixth(hostile: HostileServer):
+    from tests.hostile import raw_answer, redirect
+
+    for hop in range(1, 7):
+        hostile.on("GET", f"/files/hop{hop}", redirect(302, f"hop{hop + 1}"))
+    hostile.on("GET", "/files/hop7", raw_answer(200, png_bytes(), {"Content-Type": "image/png"}))
+    hook = EachlabsHook()
+    assert hook.download(f"{hostile.base_url}/files/hop2").content == png_bytes()
+    with pytest.raises(api.EachlabsDownloadError) as caught:
+        hook.download(f"{hostile.base_url}/files/hop1")
+    assert str(caught.value) == f"output {hostile.base_url}/files/hop7 redirects more than 5 times"
