@@ -98,17 +98,23 @@ def test_a_short_execution_timeout_keeps_a_tenth_of_itself_for_the_cancel(eachla
     assert deferred.value.trigger.serialize()[1]["deadline"] == pytest.approx(started + 18, abs=0.01)
 
 
-def test_an_unknown_failure_reported_by_the_trigger_fails_at_once_when_asked(
-    eachlabs_conn: EachlabsSimulator,
+@pytest.mark.parametrize("retry_unknown_failures", [True, False])
+def test_an_unknown_failure_reported_by_the_trigger_is_retried_only_when_the_task_says_so(
+    eachlabs_conn: EachlabsSimulator, retry_unknown_failures: bool
 ):
-    operator = fill(deferrable=True, retry_unknown_failures=False)
+    operator = fill(deferrable=True, retry_unknown_failures=retry_unknown_failures)
     event = {
         "status": "failed",
         "prediction_id": "p1",
         "prediction": {"id": "p1", "status": "failed", "output": {"error_code": "SOMETHING_NEW"}},
     }
-    with pytest.raises(AirflowFailException, match="Not retried: retry_unknown_failures is off"):
-        operator.execute_complete(context(), event)
+    if retry_unknown_failures:
+        with pytest.raises(api.PredictionFailed) as caught:
+            operator.execute_complete(context(), event)
+        assert not caught.value.final  # left to Airflow's retries: a fresh prediction may succeed
+    else:
+        with pytest.raises(AirflowFailException, match="Not retried: retry_unknown_failures is off"):
+            operator.execute_complete(context(), event)
 
 
 # --- the input schema -------------------------------------------------------------------------------
@@ -561,3 +567,12 @@ def test_a_download_follows_five_relative_redirects_and_no_sixth(hostile: Hostil
     with pytest.raises(api.EachlabsDownloadError) as caught:
         hook.download(f"{hostile.base_url}/files/hop1")
     assert str(caught.value) == f"output {hostile.base_url}/files/hop7 redirects more than 5 times"
+
+
+def test_a_row_of_the_listing_that_is_not_an_object_is_skipped_not_the_end_of_the_search(
+    hostile: HostileServer,
+):
+    hostile.on("POST", "/v1/prediction", json_answer({"error": "boom"}, status=500))
+    hostile.on("GET", "/v1/executions", json_answer({"executions": ["not a row", {"id": "late"}]}))
+    hostile.on("GET", "/v1/prediction/late", json_answer({"status": "processing", "input": {"prompt": "p"}}))
+    assert EachlabsHook().submit_prediction("m", {"prompt": "p"}) == "late"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from airflow_provider_eachlabs import api, storage
+from airflow_provider_eachlabs import api, outputs, storage
 from airflow_provider_eachlabs.addresses import (
     NotCanonical,
     host_address,
@@ -32,6 +33,7 @@ from airflow_provider_eachlabs.addresses import (
 from airflow_provider_eachlabs.exceptions import (
     EachlabsConfigError,
     EachlabsOutputError,
+    EachlabsStorageError,
     EachlabsUnsafeAnswerError,
 )
 from airflow_provider_eachlabs.polling import PollLoop, PollSchedule
@@ -645,3 +647,68 @@ def test_a_host_whose_last_label_is_a_number_must_be_a_dotted_quad(host: str):
 )
 def test_loopback_hosts_are_named_or_numbered_so(host: str, loopback: bool):
     assert is_loopback_host(host) is loopback
+
+
+def test_a_download_that_is_no_image_says_so_with_its_status_and_request_id_in_bounded_length():
+    long_url = "https://cdn.example.com/" + "u" * 300
+    long_type = "text/" + "h" * 100
+    with pytest.raises(api.EachlabsResponseError) as caught:
+        api.read_download(
+            api.ApiResponse(200, {"Content-Type": long_type, "X-Request-Id": "r1"}, b"x"), long_url
+        )
+    assert str(caught.value) == (
+        f"HTTP 200: output {long_url[:200]} is not an image (Content-Type {long_type[:60]!r}) (request id r1)"
+    )
+    assert (caught.value.status_code, caught.value.request_id) == (200, "r1")
+
+
+# --- storing what was paid for ----------------------------------------------------------------------
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 3), (10, 120, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_every_stored_output_is_listed_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    urls = ["https://cdn.example.com/p1.png", "https://cdn.example.com/p1-2.png"]
+    prediction = api.Prediction(id="p1", status="success", output=urls)
+    log = logging.getLogger("test.outputs")
+    with caplog.at_level(logging.INFO, logger="test.outputs"):
+        fields = outputs.store_outputs(
+            prediction,
+            f"{tmp_path}/",
+            name="p1",
+            fetch=lambda url: png_bytes(),
+            expected_format=None,
+            log=log,
+        )
+    assert fields["stored_paths"] == [f"{tmp_path}/p1.png", f"{tmp_path}/p1_1.png"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Stored the output of prediction p1 at {tmp_path}/p1.png",
+        f"Stored the output of prediction p1 at {tmp_path}/p1_1.png",
+    ]
+
+
+def test_a_store_that_fails_after_the_prediction_succeeded_says_where_the_paid_image_still_is(
+    tmp_path: Path,
+):
+    (tmp_path / "out").write_text("a file where the folder should be")
+    url = "https://cdn.example.com/p1.png"
+    prediction = api.Prediction(id="p1", status="success", output=url)
+    with pytest.raises(EachlabsStorageError) as caught:
+        outputs.store_outputs(
+            prediction,
+            f"{tmp_path}/out/sub/",
+            name="p1",
+            fetch=lambda _: png_bytes(),
+            expected_format="png",
+            log=logging.getLogger("test.outputs"),
+        )
+    assert str(caught.value) == (
+        f"Prediction p1 succeeded, but its output could not be written to {tmp_path}/out/sub/p1.png "
+        f"(NotADirectoryError: [Errno 20] Not a directory: '{tmp_path}/out/sub'). The image is at {url} "
+        "while that URL lasts; the task's next try stores it without buying another prediction."
+    )
+    assert (caught.value.prediction_id, caught.value.output_url, caught.value.final) == ("p1", url, False)
