@@ -559,14 +559,16 @@ def test_uploads_and_downloads_name_the_provider_and_downloads_ask_for_an_image(
 def test_a_download_follows_five_relative_redirects_and_no_sixth(hostile: HostileServer):
     from tests.hostile import raw_answer, redirect
 
+    pad = "x" * 200  # the error quotes at most 200 characters of the last URL
     for hop in range(1, 7):
-        hostile.on("GET", f"/files/hop{hop}", redirect(302, f"hop{hop + 1}"))
-    hostile.on("GET", "/files/hop7", raw_answer(200, png_bytes(), {"Content-Type": "image/png"}))
+        hostile.on("GET", f"/files/hop{hop}-{pad}", redirect(302, f"hop{hop + 1}-{pad}"))
+    hostile.on("GET", f"/files/hop7-{pad}", raw_answer(200, png_bytes(), {"Content-Type": "image/png"}))
     hook = EachlabsHook()
-    assert hook.download(f"{hostile.base_url}/files/hop2").content == png_bytes()
+    assert hook.download(f"{hostile.base_url}/files/hop2-{pad}").content == png_bytes()
     with pytest.raises(api.EachlabsDownloadError) as caught:
-        hook.download(f"{hostile.base_url}/files/hop1")
-    assert str(caught.value) == f"output {hostile.base_url}/files/hop7 redirects more than 5 times"
+        hook.download(f"{hostile.base_url}/files/hop1-{pad}")
+    last = f"{hostile.base_url}/files/hop7-{pad}"
+    assert str(caught.value) == f"output {last[:200]} redirects more than 5 times"
 
 
 def test_a_row_of_the_listing_that_is_not_an_object_is_skipped_not_the_end_of_the_search(
@@ -576,3 +578,39 @@ def test_a_row_of_the_listing_that_is_not_an_object_is_skipped_not_the_end_of_th
     hostile.on("GET", "/v1/executions", json_answer({"executions": ["not a row", {"id": "late"}]}))
     hostile.on("GET", "/v1/prediction/late", json_answer({"status": "processing", "input": {"prompt": "p"}}))
     assert EachlabsHook().submit_prediction("m", {"prompt": "p"}) == "late"
+
+
+def test_an_output_url_refused_by_the_address_rules_is_named_in_full_up_to_200_characters(
+    hostile: HostileServer,
+):
+    url = "http://cdn.example.com/" + "x" * 300
+    with pytest.raises(api.EachlabsDownloadError) as caught:
+        EachlabsHook().download(url)
+    assert str(caught.value) == (
+        f"refusing to download {url[:200]}: outputs are fetched only over https:// from public hosts "
+        "(or from the API host itself)"
+    )
+    assert hostile.received == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug (docs/mutation.md): over https the worker's transport checks the peer only after "
+    "the TLS handshake, so a private peer that does not speak TLS ends in a retried connection error",
+)
+def test_a_download_from_a_public_name_that_resolves_to_a_private_address_is_refused(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+):
+    """The name passes the address rules; the socket's peer does not (DNS rebinding): refused before
+    any byte is sent, as a final error, as the README's Security section says."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "cdn.example.com" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    port = hostile.base_url.rsplit(":", 1)[1]
+    with pytest.raises(api.EachlabsDownloadError, match=r"resolves to 127\.0\.0\.1, which is not a public"):
+        EachlabsHook().download(f"https://cdn.example.com:{port}/out.png")

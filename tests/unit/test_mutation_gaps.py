@@ -208,7 +208,7 @@ def test_an_output_of_another_format_names_itself_and_says_nothing_was_stored():
 
 
 def test_a_stored_output_gets_missing_folders_and_the_umasks_permissions(tmp_path: Path):
-    previous = os.umask(0o027)
+    previous = os.umask(0o022)
     try:
         target = tmp_path / "a" / "b" / "p1.png"
         storage.write_atomically(str(target), b"image bytes")
@@ -216,7 +216,7 @@ def test_a_stored_output_gets_missing_folders_and_the_umasks_permissions(tmp_pat
     finally:
         os.umask(previous)
     assert target.read_bytes() == b"new bytes"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert sorted(p.name for p in target.parent.iterdir()) == ["p1.png"]
 
 
