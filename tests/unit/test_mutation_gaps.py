@@ -32,6 +32,7 @@ from airflow_provider_eachlabs.addresses import (
 )
 from airflow_provider_eachlabs.exceptions import (
     EachlabsConfigError,
+    EachlabsInputError,
     EachlabsOutputError,
     EachlabsStorageError,
     EachlabsUnsafeAnswerError,
@@ -712,3 +713,61 @@ def test_a_store_that_fails_after_the_prediction_succeeded_says_where_the_paid_i
         "while that URL lasts; the task's next try stores it without buying another prediction."
     )
     assert (caught.value.prediction_id, caught.value.output_url, caught.value.final) == ("p1", url, False)
+
+
+# --- inputs and output folders, checked before anything is bought ------------------------------------
+
+
+def image_file(path: Path, size: tuple[int, int]) -> str:
+    Image.new("RGB", size, (10, 120, 40)).save(path, format="PNG")
+    return str(path)
+
+
+def test_a_mask_of_another_size_is_refused_naming_the_mask(tmp_path: Path):
+    image = storage.load_image("image", image_file(tmp_path / "scene.png", (32, 24)))
+    mask = storage.load_image("mask", image_file(tmp_path / "mask.png", (16, 12)))
+    with pytest.raises(EachlabsInputError) as caught:
+        storage.check_fill_inputs(image, mask, mask_given=True)
+    assert str(caught.value) == (
+        f"Invalid mask={mask.source!r}: must have the image's size 32x24 (it is 16x12)"
+    )
+
+
+def test_an_upload_is_logged_once_and_the_same_bytes_are_not_uploaded_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    image = storage.load_image("image", image_file(tmp_path / "scene.png", (8, 6)))
+    sent: list[tuple[int, str]] = []
+
+    def upload(content: bytes, content_type: str) -> str:
+        sent.append((len(content), content_type))
+        return "https://cdn.example.com/u1.png"
+
+    uploaded: dict[str, str] = {}
+    log = logging.getLogger("test.uploads")
+    with caplog.at_level(logging.INFO, logger="test.uploads"):
+        for _ in range(2):
+            assert storage.upload_image(upload, image, uploaded, log) == "https://cdn.example.com/u1.png"
+    assert sent == [(len(image.content), "image/png")]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Uploaded image ({len(image.content)} bytes) to https://cdn.example.com/u1.png"
+    ]
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_anything_is_bought(tmp_path: Path):
+    (tmp_path / "a-file").write_text("not a folder")
+    for output_path in (f"{tmp_path}/a-file/", f"file://{tmp_path}/a-file/out/"):
+        with pytest.raises(EachlabsInputError, match=r"cannot be written: .*/a-file is a file, not a folder"):
+            storage.check_writable("output_path", output_path)
+
+
+def test_an_existing_output_file_may_be_written_again(tmp_path: Path):
+    (tmp_path / "out.png").write_bytes(b"an earlier run")
+    storage.check_writable("output_path", f"{tmp_path}/out.png")
+
+
+def test_a_local_output_folder_is_taken_literally_not_as_a_url(tmp_path: Path):
+    folder = tmp_path / "batch%41 #1"
+    folder.mkdir()
+    assert storage.is_folder_like(str(folder))
+    assert storage.output_target(str(folder), "p1", "png") == f"{folder}/p1.png"
