@@ -614,3 +614,28 @@ def test_a_download_from_a_public_name_that_resolves_to_a_private_address_is_ref
     port = hostile.base_url.rsplit(":", 1)[1]
     with pytest.raises(api.EachlabsDownloadError, match=r"resolves to 127\.0\.0\.1, which is not a public"):
         EachlabsHook().download(f"https://cdn.example.com:{port}/out.png")
+
+
+def test_an_upload_names_the_headers_it_did_not_send_and_a_refused_target_in_full(
+    hostile: HostileServer, capsys: pytest.CaptureFixture[str]
+):
+    presign = {
+        "presigned_url": f"{hostile.base_url}/put/u1",
+        "public_url": "https://cdn.example.com/u1.png",
+        "required_headers": {"X-Admin": "1", "x-amz-acl": "private"},
+    }
+    hostile.on("POST", "/v1/upload/presign", json_answer(presign))
+    hostile.on("PUT", "/put/u1", lambda handler: json_answer({})(handler))
+    EachlabsHook().upload_bytes(png_bytes(), "image/png")
+    assert logged(
+        capsys.readouterr().out,
+        "The presign answer asked for headers that no S3 upload needs; not sent: X-Admin",
+    )
+    target = "https://10.0.0.1/" + "u" * 300
+    hostile.on("POST", "/v1/upload/presign", json_answer({**presign, "presigned_url": target}))
+    with pytest.raises(api.EachlabsUnsafeAnswerError) as caught:
+        EachlabsHook().upload_bytes(png_bytes(), "image/png")
+    assert str(caught.value) == (
+        f"refusing to upload to {target[:200]}: presigned URLs must be public https:// URLs "
+        "(or on the API host itself)"
+    )
