@@ -107,9 +107,17 @@ class _GuardedConnection:
     proxy: Any
 
     def _new_conn(self) -> socket.socket:
+        """The TCP socket, its peer checked before a TLS handshake sends the host name to it."""
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]
-        if _local.guard is not None:
-            _local.guard.watch_fd(sock.fileno())
+        guard = _local.guard
+        if guard is not None:
+            guard.watch_fd(sock.fileno())
+            try:
+                guard.check_peer(sock, self.proxy is not None)
+            except PeerRefused:
+                guard.unwatch_fd()
+                sock.close()
+                raise
         return sock
 
     def connect(self) -> None:
@@ -121,7 +129,6 @@ class _GuardedConnection:
                 guard.unwatch_fd()
         if guard is not None and self.sock is not None:
             guard.watch_socket(self.sock)
-            guard.check_peer(self.sock, self.proxy is not None)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         guard = _local.guard

@@ -593,27 +593,46 @@ def test_an_output_url_refused_by_the_address_rules_is_named_in_full_up_to_200_c
     assert hostile.received == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (docs/mutation.md): over https the worker's transport checks the peer only after "
-    "the TLS handshake, so a private peer that does not speak TLS ends in a retried connection error",
-)
 def test_a_download_from_a_public_name_that_resolves_to_a_private_address_is_refused(
     hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
 ):
     """The name passes the address rules; the socket's peer does not (DNS rebinding): refused before
-    any byte is sent, as a final error, as the README's Security section says."""
+    any byte is sent (no TLS handshake naming the host either), once, as a final error."""
     import socket
+    import threading
 
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    first_bytes: list[bytes] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.settimeout(2)
+            try:
+                first_bytes.append(conn.recv(5))
+            except OSError:
+                first_bytes.append(b"")
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
     real = socket.getaddrinfo
 
     def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
         return real("127.0.0.1" if host == "cdn.example.com" else host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    port = hostile.base_url.rsplit(":", 1)[1]
-    with pytest.raises(api.EachlabsDownloadError, match=r"resolves to 127\.0\.0\.1, which is not a public"):
-        EachlabsHook().download(f"https://cdn.example.com:{port}/out.png")
+    try:
+        with pytest.raises(
+            api.EachlabsDownloadError, match=r"resolves to 127\.0\.0\.1, which is not a public"
+        ):
+            EachlabsHook().download(f"https://cdn.example.com:{port}/out.png")
+    finally:
+        listener.close()
+    assert all(chunk == b"" for chunk in first_bytes) and len(first_bytes) <= 1, first_bytes
 
 
 def test_an_upload_names_the_headers_it_did_not_send_and_a_refused_target_in_full(
