@@ -12,6 +12,7 @@ no page, image or answer carries it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,16 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from airflow_provider_eachlabs.links import task_tab_path
 from airflow_provider_eachlabs.plugin.advice import advice
-from airflow_provider_eachlabs.plugin.images import KINDS, Unavailable, picture, unrecorded
+from airflow_provider_eachlabs.plugin.batches import BatchResults, batch_results
+from airflow_provider_eachlabs.plugin.images import (
+    KINDS,
+    Picture,
+    Unavailable,
+    batch_picture,
+    missing_thumbnail,
+    picture,
+    unrecorded,
+)
 from airflow_provider_eachlabs.plugin.records import Row, TaskView, overview, task_view
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -61,6 +71,8 @@ def create_app() -> FastAPI:
         view = view_or_404(session, dag_id, run_id, task_id, map_index)
         base = f"{request.scope.get('root_path', '')}/ti/{_path(dag_id, run_id, task_id)}"
         query = f"map_index={view.map_index}"
+        if view.batch:
+            return HTMLResponse(_batch_page(env, view, base, query), headers={"Cache-Control": "no-store"})
         status = _shown_status(view)
         page = env.get_template("task.html").render(
             view=view,
@@ -103,12 +115,25 @@ def create_app() -> FastAPI:
         if kind not in KINDS:
             raise HTTPException(404, f"no image called {kind!r}: one of {', '.join(KINDS)}")
         view = view_or_404(session, dag_id, run_id, task_id, map_index)
-        try:
-            found = picture(view, kind, thumbnail=thumb)
-        except Unavailable as why:
-            return PlainTextResponse(str(why), status_code=404)
-        return Response(
-            found.content, media_type=found.content_type, headers={"Cache-Control": "private, max-age=300"}
+        return image_answer(lambda: picture(view, kind, thumbnail=thumb), thumb)
+
+    @app.get("/ti/{dag_id}/{run_id}/{task_id}/batch/{key}", dependencies=can_read_task)
+    def batch_image(
+        session: SessionDep,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        key: str,
+        map_index: str | None = None,
+        thumb: bool = False,
+    ) -> Response:
+        """One batch item's stored output, found by its key in the batch's own results manifest."""
+        view = view_or_404(session, dag_id, run_id, task_id, map_index)
+        path = view.batch.get("results_path")
+        if not isinstance(path, str):
+            raise HTTPException(404, "this task is not a batch")
+        return image_answer(
+            lambda: batch_picture(view, batch_results(path).by_key.get(key), thumbnail=thumb), thumb
         )
 
     @app.get("/", response_class=HTMLResponse)
@@ -145,6 +170,47 @@ def create_app() -> FastAPI:
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     return app
+
+
+BATCH_THUMBNAILS = 48
+BATCH_FAILURES_SHOWN = 50
+
+
+def image_answer(load: Callable[[], Picture], thumb: bool) -> Response:
+    """An image, or why it cannot be shown: as text for the full-size link, as a drawn "no image"
+    for a thumbnail (so a page of them shows no broken image and logs no console error)."""
+    try:
+        found = load()
+    except Unavailable as why:
+        if not thumb:
+            return PlainTextResponse(str(why), status_code=404)
+        found = missing_thumbnail(str(why))
+    return Response(
+        found.content, media_type=found.content_type, headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+def _batch_page(env: Environment, view: TaskView, base: str, query: str) -> str:
+    """A batch task's tab: its counts and spend, a grid of its newest outputs, and what failed."""
+    path = str(view.batch.get("results_path") or "")
+    problem = None
+    try:
+        results = batch_results(path)
+    except (OSError, ValueError) as error:
+        results, problem = BatchResults([], {}), f"{path} cannot be read here ({error})"
+    summary = view.result if "items" in view.result else {}
+    return env.get_template("batch.html").render(
+        view=view,
+        results=results,
+        summary=summary,
+        problem=problem,
+        total=view.batch.get("items"),
+        newest=list(reversed(results.stored))[:BATCH_THUMBNAILS],
+        failures=results.failed[:BATCH_FAILURES_SHOWN],
+        thumb_url=lambda key: f"{base}/batch/{quote(str(key), safe='')}?{query}&thumb=true",
+        image_url=lambda key: f"{base}/batch/{quote(str(key), safe='')}?{query}",
+        advice=advice,
+    )
 
 
 def _map_index(raw: str | None) -> int:

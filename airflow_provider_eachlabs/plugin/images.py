@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_eachlabs.exceptions import EachlabsError
@@ -105,18 +106,48 @@ def _download(view: TaskView, url: str) -> bytes:
 
 def _read_stored(path: str) -> bytes:
     """At most ``MAX_OUTPUT_BYTES`` of the stored output, local or on object storage."""
+    return read_limited(path, MAX_OUTPUT_BYTES)
+
+
+def read_limited(path: str, limit: int) -> bytes:
+    """A file the task recorded, local or on object storage, refused past ``limit`` bytes."""
     parts = urlsplit(path)
     if "://" not in path or parts.scheme == "file":
         with Path(unquote(parts.path) if parts.scheme == "file" else path).open("rb") as handle:
-            content = handle.read(MAX_OUTPUT_BYTES + 1)
+            content = handle.read(limit + 1)
     else:
         from airflow.sdk import ObjectStoragePath
 
         with ObjectStoragePath(path).open("rb") as handle:  # type: ignore[no-untyped-call]
-            content = handle.read(MAX_OUTPUT_BYTES + 1)
-    if len(content) > MAX_OUTPUT_BYTES:
-        raise ValueError(f"larger than the {MAX_OUTPUT_BYTES} byte limit")
+            content = handle.read(limit + 1)
+    if len(content) > limit:
+        raise ValueError(f"larger than the {limit} byte limit")
     return bytes(content)
+
+
+def batch_picture(view: TaskView, row: dict[str, Any] | None, *, thumbnail: bool) -> Picture:
+    """The stored output of one batch item, from the path its results row gives, which must lie in
+    the batch's ``output_path``: a row never makes this server read anything else."""
+    if row is None:
+        raise Unavailable("no such item in the batch's results")
+    stored = row.get("stored_path")
+    folder = str(view.batch.get("output_path") or "")
+    if not isinstance(stored, str) or not stored:
+        raise Unavailable(f"item {row.get('key')!r} has no stored output ({row.get('status')})")
+    if not folder or not stored.startswith(folder) or ".." in stored[len(folder) :]:
+        raise Unavailable(f"item {row.get('key')!r} is stored outside the batch's output_path")
+    key = (view.dag_id, view.run_id, view.task_id, view.map_index, "batch", stored)
+    if thumbnail and (kept := _thumbnails.get(key)) is not None:
+        return kept
+    try:
+        found = _checked(_read_stored(stored))
+    except (OSError, ValueError) as error:
+        raise Unavailable(f"the stored output {stored}: {error}") from None
+    if not thumbnail:
+        return found
+    small = _thumbnail(found)
+    _thumbnails.put(key, small)
+    return small
 
 
 def _checked(content: bytes) -> Picture:
@@ -124,6 +155,21 @@ def _checked(content: bytes) -> Picture:
     if info is None or not is_whole_image(content, info):
         raise ValueError("not a whole JPEG, PNG or WebP image")
     return Picture(content, info.content_type)
+
+
+def missing_thumbnail(why: str) -> Picture:
+    """What a thumbnail shows when its output cannot be read: "no image", visibly, instead of a broken
+    image, with the reason in the SVG's title. The full-size link answers the reason as text."""
+    from html import escape
+
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{THUMBNAIL_SIDE}" height="{THUMBNAIL_SIDE * 3 // 4}"'
+        ' viewBox="0 0 160 120"><title>' + escape(why) + "</title>"
+        '<rect width="160" height="120" fill="#8884"/>'
+        '<text x="80" y="68" font-family="sans-serif" font-size="20" text-anchor="middle" fill="#888">'
+        "no image</text></svg>"
+    )
+    return Picture(svg.encode(), "image/svg+xml")
 
 
 def _thumbnail(picture: Picture) -> Picture:

@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_eachlabs.record import RECORD_KEY
-from airflow_provider_eachlabs.results import OUTCOME_KEY, PREDICTION_ID_KEY, REQUEST_KEY
+from airflow_provider_eachlabs.results import BATCH_KEY, OUTCOME_KEY, PREDICTION_ID_KEY, REQUEST_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -56,6 +56,8 @@ class TaskView:
     request: dict[str, Any] = field(default_factory=dict)
     outcome: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
+    # A batch task's plan (model, results manifest, output folder, item count); empty for one fill.
+    batch: dict[str, Any] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
 
     @property
@@ -105,7 +107,12 @@ def task_view(session: Session, dag_id: str, run_id: str, task_id: str, map_inde
     xcoms = _xcoms(session, dag_id, run_id, task_id, map_index)
     prediction_id = xcoms.get(PREDICTION_ID_KEY)
     view.prediction_id = prediction_id if isinstance(prediction_id, str) else None
-    for name, key in (("request", REQUEST_KEY), ("outcome", OUTCOME_KEY), ("result", RESULT_KEY)):
+    for name, key in (
+        ("request", REQUEST_KEY),
+        ("outcome", OUTCOME_KEY),
+        ("result", RESULT_KEY),
+        ("batch", BATCH_KEY),
+    ):
         value = xcoms.get(key)
         if isinstance(value, dict):
             setattr(view, name, value)
@@ -219,6 +226,19 @@ class Row:
         return bool(self.outcome.get("ok"))
 
     @property
+    def is_batch(self) -> bool:
+        return bool(self.outcome.get("batch"))
+
+    @property
+    def fills(self) -> int:
+        """How many fills the row stands for: a batch task's row counts all of its items."""
+        return _count(self.outcome.get("fills")) if self.is_batch else 1
+
+    @property
+    def fills_succeeded(self) -> int:
+        return _count(self.outcome.get("succeeded")) if self.is_batch else int(self.succeeded)
+
+    @property
     def status(self) -> str:
         return str(self.outcome.get("status") or ("success" if self.succeeded else "failed"))
 
@@ -229,7 +249,8 @@ class Row:
 
     @property
     def predict_time(self) -> float | None:
-        value = self.outcome.get("predict_time")
+        """A fill's predict time; for a batch, its median (it stands for each of its fills)."""
+        value = self.outcome.get("p50_predict_time" if self.is_batch else "predict_time")
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -264,10 +285,14 @@ def _one_per_prediction(newest_first: Iterable[Row]) -> list[Row]:
 
 
 def figures(rows: list[Row]) -> Figures:
-    times = sorted(t for t in (row.predict_time for row in rows) if t is not None)
+    """Totals over fills, a batch task counting for each of its items. Percentiles take a batch's
+    median once per fill it stored: its rows are in its results manifest, not read here."""
+    times = sorted(
+        t for row in rows if (t := row.predict_time) is not None for _ in range(max(1, row.fills_succeeded))
+    )
     return Figures(
-        fills=len(rows),
-        succeeded=sum(row.succeeded for row in rows),
+        fills=sum(row.fills for row in rows),
+        succeeded=sum(row.fills_succeeded for row in rows),
         spend=round(sum(row.cost or 0.0 for row in rows), 4),
         p50_predict_time=_percentile(times, 50),
         p95_predict_time=_percentile(times, 95),
@@ -280,6 +305,10 @@ def _percentile(ordered: list[float], q: float) -> float | None:
     if len(ordered) == 1:
         return ordered[0]
     return float(statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1])
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _midnight(day: date) -> datetime:

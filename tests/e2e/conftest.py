@@ -588,6 +588,7 @@ def dags_ready(airflow_stack: AirflowStack) -> AirflowStack:
         "eachlabs_flux_fill",
         "eachlabs_submit_and_sense",
         "eachlabs_batch_fill",
+        "eachlabs_batch_operator",
         "eachlabs_worker_death",
         "eachlabs_webhook_fill",
     }

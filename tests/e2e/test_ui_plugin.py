@@ -170,6 +170,30 @@ def test_the_fills_page_adds_up_what_the_tasks_recorded(
     assert all(f">{FILL_DAG}</a>" in row for row in filtered.split('id="rows"')[1].split("<tr>")[2:])
 
 
+def test_a_batch_task_shows_its_counts_and_a_grid_of_its_outputs(dags_ready: AirflowStack) -> None:
+    """The batch operator's example, deferred in the real triggerer: its tab reads its results."""
+    stack = dags_ready
+    stack.use_simulator(stack.fast_sim)
+    run_id = stack.api.trigger("eachlabs_batch_operator")
+    assert stack.api.wait_run("eachlabs_batch_operator", run_id, 240) == "success", stack.logs()
+    summary = stack.api.xcom("eachlabs_batch_operator", run_id, "fill_all", "return_value")
+    path = ti_path("eachlabs_batch_operator", run_id, "fill_all")
+    page = plugin(stack, path).text
+    assert 'id="done">3 / 3<' in page and 'id="stored">3<' in page and 'id="failed">0<' in page
+    assert f'id="spend">${summary["spend"]:.2f}<' in page and summary["results_path"] in page
+    thumbnails = re.findall(r'<img loading="lazy" src="([^"]+/batch/(product_\d)[^"]*)"', page)
+    assert sorted(key for _, key in thumbnails) == ["product_1", "product_2", "product_3"]
+    for src, key in thumbnails:
+        picture = fetch(stack, src)
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/png", key
+        assert read_image_info(picture.content) is not None
+    unknown = plugin(stack, f"{path}/batch/product_9")
+    assert unknown.status_code == 404 and unknown.text == "no such item in the batch's results"
+    assert plugin(stack, f"{path}/batch/product_1", token="outsider").status_code == 403
+    overview = plugin(stack, "/", dag_id="eachlabs_batch_operator").text
+    assert "batch: 3 of 3 stored" in overview
+
+
 def test_without_a_token_every_route_answers_401(
     dags_ready: AirflowStack, succeeded: tuple[str, Any]
 ) -> None:

@@ -62,3 +62,30 @@ def test_a_prediction_seen_by_two_tasks_counts_once_as_its_newest_row() -> None:
 )
 def test_a_failed_tab_says_what_to_do(outcome: dict[str, Any], says: str) -> None:
     assert says in advice(outcome)
+
+
+def test_a_batch_task_counts_for_each_of_its_fills() -> None:
+    batch = row(
+        None, task="fill_all", ok=False, batch=True, fills=200, succeeded=198, cost=9.9, p50_predict_time=9.0
+    )
+    found = figures([batch, row("a", ok=True, cost=0.05, predict_time=2.0)])
+    assert (found.fills, found.succeeded, found.spend) == (201, 199, 9.95)
+    assert found.p50_predict_time == 9.0  # the batch's median stands for each fill it stored
+    assert batch.predict_time == 9.0 and batch.is_batch
+
+
+def test_an_unreadable_output_is_a_reason_full_size_and_a_drawn_no_image_as_a_thumbnail() -> None:
+    from airflow_provider_eachlabs.plugin.app import image_answer
+    from airflow_provider_eachlabs.plugin.images import Unavailable
+
+    def gone() -> Any:
+        raise Unavailable("after: the output URL <https://x/y.png> answered 404")
+
+    full = image_answer(gone, thumb=False)
+    assert full.status_code == 404
+    assert full.body == b"after: the output URL <https://x/y.png> answered 404"
+    thumbnail = image_answer(gone, thumb=True)
+    assert thumbnail.status_code == 200 and thumbnail.media_type == "image/svg+xml"
+    svg = bytes(thumbnail.body).decode()
+    assert "<title>after: the output URL &lt;https://x/y.png&gt; answered 404</title>" in svg
+    assert "no image</text>" in svg
