@@ -727,7 +727,7 @@ def test_a_mask_of_another_size_is_refused_naming_the_mask(tmp_path: Path):
     image = storage.load_image("image", image_file(tmp_path / "scene.png", (32, 24)))
     mask = storage.load_image("mask", image_file(tmp_path / "mask.png", (16, 12)))
     with pytest.raises(EachlabsInputError) as caught:
-        storage.check_fill_inputs(image, mask, mask_given=True)
+        storage.check_fill_inputs(image, mask)
     assert str(caught.value) == (
         f"Invalid mask={mask.source!r}: must have the image's size 32x24 (it is 16x12)"
     )
