@@ -591,6 +591,7 @@ def dags_ready(airflow_stack: AirflowStack) -> AirflowStack:
         "eachlabs_batch_operator",
         "eachlabs_worker_death",
         "eachlabs_webhook_fill",
+        "eachlabs_batch_kill",
     }
 
     def parsed() -> bool:

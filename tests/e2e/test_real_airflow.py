@@ -197,6 +197,49 @@ def test_worker_killed_mid_wait_the_retry_reattaches(dags_ready: AirflowStack) -
         stack.use_simulator(stack.fast_sim)
 
 
+def test_a_batch_killed_mid_way_is_finished_by_its_retry_buying_each_item_once(
+    dags_ready: AirflowStack,
+) -> None:
+    """SIGKILL the batch task's process with some outputs stored, some predictions running and some
+    items not yet created: the retry re-attaches to the running ones, skips the stored ones, creates
+    the rest, and every item is bought and stored exactly once."""
+    stack = dags_ready
+    sim = stack.slow_sim  # 20 s predictions, four in flight: three waves
+    stack.use_simulator(sim)
+    out = stack.output_dir / "batch-kill"
+    try:
+        creates_before = sum(sim.counters.creates.values())
+        run_id = stack.api.trigger("eachlabs_batch_kill")
+
+        def mid_batch() -> bool:
+            created = sum(sim.counters.creates.values()) - creates_before
+            return created > 4 and any(out.glob("item_*.png"))
+
+        wait_for("the first wave stored and the second created", mid_batch, timeout=180)
+        (task_process,) = wait_for("the task's process", lambda: _task_processes(stack) or None, timeout=30)
+        task_process.send_signal(signal.SIGKILL)
+        task_process.wait(30)
+        created_by_the_first_try = sum(sim.counters.creates.values()) - creates_before
+        stored_by_the_first_try = len(list(out.glob("item_*.png")))
+        state = stack.api.wait_run("eachlabs_batch_kill", run_id, 300)
+        (ti,) = stack.api.task_instances("eachlabs_batch_kill", run_id)
+        log = stack.api.log("eachlabs_batch_kill", run_id, "fill_all", ti["try_number"])
+        assert state == "success", f"{ti}\n{log}\n{stack.logs()}"
+        assert ti["try_number"] == 2, ti
+        assert 4 < created_by_the_first_try < 12 and stored_by_the_first_try < 12
+        assert sum(sim.counters.creates.values()) - creates_before == 12, sim.counters
+        assert sorted(p.name for p in out.glob("item_*")) == [f"item_{n:02d}.png" for n in range(12)]
+        lines = [json.loads(line) for line in (out / "eachlabs-results.jsonl").read_text().splitlines()]
+        stored = [line["key"] for line in lines if line["status"] == "success"]
+        assert sorted(stored) == [f"item_{n:02d}" for n in range(12)], lines  # each once
+        assert {line["prediction_id"] for line in lines} <= set(sim.predictions)
+        summary = stack.api.xcom("eachlabs_batch_kill", run_id, "fill_all", "return_value")
+        assert summary["succeeded"] == 12 and summary["creates"] == 12 - created_by_the_first_try, summary
+        assert not (out / ".eachlabs-batch").exists(), "the journal outlived a finished batch"
+    finally:
+        stack.use_simulator(stack.fast_sim)
+
+
 def test_provider_visible_to_the_cli(dags_ready: AirflowStack) -> None:
     """``airflow providers`` lists ours with its version; hooks, links and triggers are registered."""
     from airflow_provider_eachlabs import __version__
