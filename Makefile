@@ -44,7 +44,8 @@ mutate: $(BIN)/.installed
 # over REST and in headless Chromium (Debian's chromium). `make package-check` builds and checks the
 # wheel and sdist. `make test-lowest` runs the suite on the lowest Airflow pyproject.toml declares.
 # psycopg2 and asyncpg: the sync and async drivers Airflow 3 needs for EACHLABS_E2E_DB=postgres.
-E2E_PACKAGES := playwright build twine psycopg2-binary asyncpg
+# The Celery provider (3.26) imports celery.backends.database.retry, which Celery 5.7 removed.
+E2E_PACKAGES := playwright build twine psycopg2-binary asyncpg apache-airflow-providers-celery "celery<5.7"
 LOWEST_AIRFLOW := $(shell sed -n 's/.*"apache-airflow>=\([0-9.]*\)".*/\1/p' pyproject.toml)
 LOWEST_VENV := build/venv-airflow-$(LOWEST_AIRFLOW)
 # Airflow 3.2.0 caps neither FastAPI nor cadwyn; FastAPI 0.137+ breaks its Execution API routes
