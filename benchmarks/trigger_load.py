@@ -31,8 +31,66 @@ def rss_kb() -> int:
     return 0
 
 
+TERMINAL = frozenset({"success", "succeeded", "failed", "error", "cancelled", "canceled"})
+
+
+class FloorTrigger:
+    """The floor: the same GETs at the same times as ``PredictionTrigger``, made by a bare aiohttp loop
+    with no Airflow and no provider code (one shared session of 10 sockets, as ours has).
+
+    Its schedule repeats ``polling.PollSchedule`` by hand (a fixed interval from the start of the
+    wait; adaptive: one second before the expected time, every second until three times it, then
+    growing by half up to 30 s), so the two make the same requests and only their cost differs.
+    """
+
+    session: Any = None
+
+    def __init__(self, spec: dict[str, Any], item: dict[str, Any]) -> None:
+        self.url = f"{spec['base_url']}/v1/prediction/{item['id']}"
+        self.headers = {"X-API-Key": spec["api_key"]}
+        self.started_at = item["started_at"]
+        self.deadline = item.get("deadline", item["started_at"] + 3600)
+        self.interval = item["poll_interval"] if "poll_interval" in item else spec["poll_interval"]
+        self.expected = item.get("expected_seconds", spec["expected_seconds"])
+
+    def _delay(self, first: bool) -> float:
+        if self.interval is not None:
+            return float(self.interval)
+        elapsed = time.time() - self.started_at
+        first_look = max(1.0, self.expected - 1.0)
+        if elapsed < first_look:
+            return first_look - elapsed
+        if first:
+            return 0.0
+        if elapsed < 3 * self.expected:
+            return 1.0
+        return min(30.0, max(1.0, (elapsed - 3 * self.expected) * 0.5))
+
+    async def run(self) -> Any:
+        import aiohttp
+
+        if FloorTrigger.session is None:
+            FloorTrigger.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=10))
+        first = True
+        while True:
+            await asyncio.sleep(min(self._delay(first), max(0.0, self.deadline - time.time())))
+            first = False
+            async with FloorTrigger.session.get(self.url, headers=self.headers) as answer:
+                body = await answer.json()
+            if body.get("status") in TERMINAL or time.time() >= self.deadline:
+                yield _Event({"status": body.get("status")})
+                return
+
+
+class _Event:
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.payload = payload
+
+
 def make_trigger(spec: dict[str, Any], item: dict[str, Any]) -> Any:
     """Build one trigger of the kind under test, as a deferring task would have serialized it."""
+    if spec["impl"] == "floor":
+        return FloorTrigger(spec, item)
     if spec["impl"] == "eachlabs":
         from airflow_provider_eachlabs.triggers.prediction import PredictionTrigger
 
