@@ -431,6 +431,30 @@ class AirflowStack:
         )
 
 
+def migrate_database(env: dict[str, str]) -> None:
+    """``airflow db migrate`` in the deployment's environment, as its operator would run it first."""
+    migrate = subprocess.run(
+        [*AIRFLOW, "db", "migrate"], env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=300
+    )
+    assert migrate.returncode == 0, f"airflow db migrate failed:\n{migrate.stdout}\n{migrate.stderr}"
+
+
+def wait_healthy(api: AirflowApi, processes: ProcessManager) -> None:
+    """Wait for the health endpoint to call every component healthy; fail at once if one exited."""
+
+    def healthy() -> bool:
+        for managed in processes.processes:
+            if not managed.alive():
+                raise AssertionError(f"{managed.name} exited early:\n{managed.log_text()[-5000:]}")
+        health = api.session.get(f"{api.base_url}/api/v2/monitor/health", timeout=5).json()
+        return all(
+            health.get(part, {}).get("status") == "healthy"
+            for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        )
+
+    wait_for("every Airflow component to report healthy", healthy, timeout=180, interval=1)
+
+
 def connection_body(host: str) -> dict[str, Any]:
     """``eachlabs_default`` as the REST API takes it: stored in the DB, so tests can re-point it."""
     return {
@@ -524,33 +548,14 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
             # Task and trigger logs next to the component logs, in pytest's kept temporary folder.
             env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(processes.log_dir / "airflow-logs")
             base_url = env["AIRFLOW__API__BASE_URL"]
-            migrate = subprocess.run(
-                [*AIRFLOW, "db", "migrate"],
-                env=env,
-                cwd=str(ROOT),
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert migrate.returncode == 0, f"airflow db migrate failed:\n{migrate.stdout}\n{migrate.stderr}"
+            migrate_database(env)
             api = AirflowApi(base_url, ADMIN_USER, password)
             airflow = AirflowStack(
                 home, env, base_url, password, api, processes, fast_sim, slow_sim, output_dir
             )
             for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
                 airflow.start_component(name)
-
-            def healthy() -> bool:
-                for managed in processes.processes:
-                    if not managed.alive():
-                        raise AssertionError(f"{managed.name} exited early:\n{managed.log_text()[-5000:]}")
-                health = api.session.get(f"{base_url}/api/v2/monitor/health", timeout=5).json()
-                return all(
-                    health.get(part, {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                )
-
-            wait_for("every Airflow component to report healthy", healthy, timeout=180, interval=1)
+            wait_healthy(api, processes)
             api.login()
             api.request("POST", "/connections", json=connection_body(fast_sim.base_url), expect=(201,))
             airflow.connection_host = fast_sim.base_url

@@ -48,9 +48,11 @@ from tests.e2e.conftest import (
     _airflow_env,
     connection_body,
     free_port,
+    migrate_database,
     postgres_database,
     require,
     wait_for,
+    wait_healthy,
 )
 
 WORKERS = ("worker-1", "worker-2")
@@ -269,15 +271,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
             port = free_port()
             env = _celery_env(_airflow_env(home, db_url, port, password_file, output_dir), db_url, broker_url)
             env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(processes.log_dir / "airflow-logs")
-            migrate = subprocess.run(
-                [*AIRFLOW, "db", "migrate"],
-                env=env,
-                cwd=str(ROOT),
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert migrate.returncode == 0, f"airflow db migrate failed:\n{migrate.stdout}\n{migrate.stderr}"
+            migrate_database(env)
             base_url = env["AIRFLOW__API__BASE_URL"]
             api = AirflowApi(base_url, ADMIN_USER, password)
             airflow = DistributedAirflow(
@@ -285,18 +279,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
             )
             for name in ("api-server", "scheduler", "dag-processor", *TRIGGERERS, *WORKERS):
                 airflow.start(name)
-
-            def healthy() -> bool:
-                for managed in processes.processes:
-                    if not managed.alive():
-                        raise AssertionError(f"{managed.name} exited early:\n{managed.log_text()[-5000:]}")
-                health = api.session.get(f"{base_url}/api/v2/monitor/health", timeout=5).json()
-                return all(
-                    health.get(part, {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                )
-
-            wait_for("every Airflow component to report healthy", healthy, timeout=180, interval=1)
+            wait_healthy(api, processes)
             api.login()
             api.request("POST", "/connections", json=connection_body(fast_sim.base_url), expect=(201,))
             api.request(
