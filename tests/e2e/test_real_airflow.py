@@ -14,12 +14,13 @@ import signal
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import psutil
 import pytest
 
 from airflow_provider_eachlabs.links import task_tab_path
+from airflow_provider_eachlabs.testing import EachlabsSimulator
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, AirflowStack, connection_body, wait_for
 
 FILL_DAG = "eachlabs_flux_fill"
@@ -151,15 +152,22 @@ def _airflow_has_task_state_store() -> bool:
     return hasattr(context, "TaskStateStoreAccessor")
 
 
-def _task_processes(stack: AirflowStack) -> list[psutil.Process]:
-    """The processes running task code: children of the LocalExecutor's supervisor processes.
+def _task_process_talking_to(stack: AirflowStack, sim: EachlabsSimulator) -> psutil.Process | None:
+    """The process running the task that polls ``sim``: a child of a LocalExecutor supervisor.
 
     The scheduler forks executor workers; for each task a worker supervises a child process that
-    runs the task itself. That child is the "worker" a crash or an OOM kill takes away.
+    runs the task itself. That child is the "worker" a crash or an OOM kill takes away. Another
+    task may be finishing at the same moment, so the one to kill is the one connected to ``sim``.
     """
+    port = int(urlsplit(sim.base_url).port or 0)
     scheduler = psutil.Process(stack.components["scheduler"].proc.pid)
-    workers = scheduler.children()
-    return [task for worker in workers for task in worker.children()]
+    tasks = [task for worker in scheduler.children() for task in worker.children()]
+    talking = [
+        task
+        for task in tasks
+        if any(c.raddr and c.raddr.port == port for c in task.net_connections(kind="tcp"))
+    ]
+    return talking[0] if len(talking) == 1 else None
 
 
 def test_worker_killed_mid_wait_the_retry_reattaches(dags_ready: AirflowStack) -> None:
@@ -177,7 +185,7 @@ def test_worker_killed_mid_wait_the_retry_reattaches(dags_ready: AirflowStack) -
             lambda: sum(sim.counters.creates.values()) > creates_before and sim.counters.gets > gets_before,
             timeout=120,
         )
-        (task_process,) = wait_for("the task's process", lambda: _task_processes(stack) or None, timeout=30)
+        task_process = wait_for("the task process", lambda: _task_process_talking_to(stack, sim), timeout=30)
         task_process.send_signal(signal.SIGKILL)
         task_process.wait(30)
         state = stack.api.wait_run("eachlabs_worker_death", run_id, 180)
@@ -216,7 +224,7 @@ def test_a_batch_killed_mid_way_is_finished_by_its_retry_buying_each_item_once(
             return created > 4 and any(out.glob("item_*.png"))
 
         wait_for("the first wave stored and the second created", mid_batch, timeout=180)
-        (task_process,) = wait_for("the task's process", lambda: _task_processes(stack) or None, timeout=30)
+        task_process = wait_for("the task process", lambda: _task_process_talking_to(stack, sim), timeout=30)
         task_process.send_signal(signal.SIGKILL)
         task_process.wait(30)
         created_by_the_first_try = sum(sim.counters.creates.values()) - creates_before
