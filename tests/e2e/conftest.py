@@ -359,6 +359,18 @@ class AirflowApi:
 # -- the stack -----------------------------------------------------------------------------------
 
 
+def component_argv(name: str, base_url: str) -> list[str]:
+    """The command line of one Airflow component, as a deployment starts it (a ``triggerer-2`` is a
+    triggerer; Celery workers are the distributed stack's own)."""
+    if name.startswith("triggerer"):
+        return [*AIRFLOW, "triggerer", "--skip-serve-logs"]
+    return {
+        "api-server": [*AIRFLOW, "api-server", "--host", LOOPBACK, "--port", base_url.rsplit(":", 1)[1]],
+        "scheduler": [*AIRFLOW, "scheduler", "--skip-serve-logs"],
+        "dag-processor": [*AIRFLOW, "dag-processor"],
+    }[name]
+
+
 @dataclass
 class AirflowStack:
     """A running Airflow: its processes, environment, REST client and the simulators behind it."""
@@ -376,20 +388,7 @@ class AirflowStack:
     connection_host: str = ""
 
     def start_component(self, name: str) -> Managed:
-        argv = {
-            "api-server": [
-                *AIRFLOW,
-                "api-server",
-                "--host",
-                LOOPBACK,
-                "--port",
-                self.base_url.rsplit(":", 1)[1],
-            ],
-            "scheduler": [*AIRFLOW, "scheduler", "--skip-serve-logs"],
-            "dag-processor": [*AIRFLOW, "dag-processor"],
-            "triggerer": [*AIRFLOW, "triggerer", "--skip-serve-logs"],
-        }[name]
-        managed = self.processes.start(name, argv, self.env)
+        managed = self.processes.start(name, component_argv(name, self.base_url), self.env)
         self.components[name] = managed
         return managed
 

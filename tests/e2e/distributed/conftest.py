@@ -46,6 +46,7 @@ from tests.e2e.conftest import (
     Managed,
     ProcessManager,
     _airflow_env,
+    component_argv,
     connection_body,
     free_port,
     migrate_database,
@@ -115,21 +116,7 @@ class DistributedAirflow:
         env = dict(self.env)
         if name.startswith(("worker-", "triggerer-")):
             env["EACHLABS_E2E_HOSTNAME"] = name
-        argv = {
-            "api-server": [
-                *AIRFLOW,
-                "api-server",
-                "--host",
-                LOOPBACK,
-                "--port",
-                self.base_url.rsplit(":", 1)[1],
-            ],
-            "scheduler": [*AIRFLOW, "scheduler", "--skip-serve-logs"],
-            "dag-processor": [*AIRFLOW, "dag-processor"],
-        }.get(name)
-        if name.startswith("triggerer-"):
-            argv = [*AIRFLOW, "triggerer", "--skip-serve-logs"]
-        elif name.startswith("worker-"):
+        if name.startswith("worker-"):
             argv = [
                 *AIRFLOW,
                 "celery",
@@ -140,7 +127,8 @@ class DistributedAirflow:
                 f"{name}@%h",
                 "--skip-serve-logs",
             ]
-        assert argv is not None, name
+        else:
+            argv = component_argv(name, self.base_url)
         managed = self.processes.start(name, argv, env)
         self.components[name] = managed
         return managed
