@@ -184,7 +184,11 @@ def image_answer(load: Callable[[], Picture], thumb: bool) -> Response:
     except Unavailable as why:
         if not thumb:
             return PlainTextResponse(str(why), status_code=404)
-        found = missing_thumbnail(str(why))
+        # Not kept by the browser: the output may be readable again on the next view.
+        missing = missing_thumbnail(str(why))
+        return Response(
+            missing.content, media_type=missing.content_type, headers={"Cache-Control": "no-store"}
+        )
     return Response(
         found.content, media_type=found.content_type, headers={"Cache-Control": "private, max-age=300"}
     )

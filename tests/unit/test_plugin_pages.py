@@ -86,6 +86,7 @@ def test_an_unreadable_output_is_a_reason_full_size_and_a_drawn_no_image_as_a_th
     assert full.body == b"after: the output URL <https://x/y.png> answered 404"
     thumbnail = image_answer(gone, thumb=True)
     assert thumbnail.status_code == 200 and thumbnail.media_type == "image/svg+xml"
+    assert thumbnail.headers["cache-control"] == "no-store"  # readable again later, drawn then
     svg = bytes(thumbnail.body).decode()
     assert "<title>after: the output URL &lt;https://x/y.png&gt; answered 404</title>" in svg
     assert "no image</text>" in svg
