@@ -512,6 +512,20 @@ def _airflow_env(home: Path, db_url: str, port: int, password_file: Path, output
     return env
 
 
+def deployment_folders(prefix: str) -> tuple[Path, Path, Path, str, Path]:
+    """A deployment's private folders and login: its work folder, ``AIRFLOW_HOME``, the output
+    folder, and the password both users of the simple auth manager sign in with (and its file)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    home = workdir / "airflow-home"
+    home.mkdir()
+    output_dir = workdir / "output"
+    output_dir.mkdir()
+    password = secrets.token_urlsafe(12)
+    password_file = home / "passwords.json"
+    password_file.write_text(json.dumps({ADMIN_USER: password, OUTSIDER_USER: password}))
+    return workdir, home, output_dir, password, password_file
+
+
 @pytest.fixture(scope="package")
 def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     """Start the whole deployment once for tests/e2e; stop every process it started.
@@ -520,15 +534,8 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
     must not share two cores with a scheduler and a triggerer that nobody uses any more.
     """
     require(E2E_ENABLED, "EACHLABS_E2E=0: the real-Airflow suite is switched off")
-    workdir = Path(tempfile.mkdtemp(prefix="eachlabs-e2e-"))
-    home = workdir / "airflow-home"
-    home.mkdir()
-    output_dir = workdir / "output"
-    output_dir.mkdir()
+    workdir, home, output_dir, password, password_file = deployment_folders("eachlabs-e2e-")
     processes = ProcessManager(log_dir=tmp_path_factory.mktemp("e2e-logs"))
-    password = secrets.token_urlsafe(12)
-    password_file = home / "passwords.json"
-    password_file.write_text(json.dumps({ADMIN_USER: password, OUTSIDER_USER: password}))
     fast_sim = EachlabsSimulator(api_key=API_KEY, predict_seconds=1.0)
     slow_sim = EachlabsSimulator(api_key=API_KEY, predict_seconds=20.0)
     failures: list[str] = []

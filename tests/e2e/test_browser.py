@@ -192,13 +192,12 @@ def _tall_screenshot(page: Page, name: str) -> None:
         page.set_viewport_size({"width": 1400, "height": 900})
 
 
-def _natural_widths(frame: Any) -> dict[str, int]:
-    return dict(
-        frame.evaluate(
-            "() => Array.from(document.querySelectorAll('img[data-kind]'))"
-            ".map(img => [img.dataset.kind, img.complete ? img.naturalWidth : 0])"
-        )
-    )
+def _drawn_widths(frame: Any, selector: str, name: str) -> dict[str, int]:
+    """Once every image ``selector`` finds has loaded or failed: each one's natural width (0 when not
+    drawn), by ``name``, a JavaScript expression on ``img`` (its kind, key or address)."""
+    images = f"Array.from(document.querySelectorAll({selector!r}))"
+    frame.wait_for_function(f"() => {images}.every(img => img.complete)")
+    return dict(frame.evaluate(f"() => {images}.map(img => [{name}, img.naturalWidth])"))
 
 
 def test_the_eachlabs_tab_draws_before_mask_and_after(
@@ -215,10 +214,11 @@ def test_the_eachlabs_tab_draws_before_mask_and_after(
     page.get_by_role("link", name="Eachlabs", exact=True).click()
     tab = _eachlabs_frame(page, "eachlabs/ti/")
     tab.get_by_text(prediction_id).first.wait_for()
-    tab.wait_for_function(
-        "() => Array.from(document.querySelectorAll('img[data-kind]')).every(img => img.complete)"
-    )
-    assert _natural_widths(tab) == {"before": 512, "mask": 512, "after": 512}
+    assert _drawn_widths(tab, "img[data-kind]", "img.dataset.kind") == {
+        "before": 512,
+        "mask": 512,
+        "after": 512,
+    }
     assert tab.get_by_text("success", exact=True).first.is_visible()
     _tall_screenshot(page, "eachlabs-tab-success.png")
     assert tab.evaluate("() => document.documentElement.dataset.theme") == "light"
@@ -254,10 +254,7 @@ def test_the_eachlabs_tab_of_a_rejected_fill_says_why(
     assert "The prediction failed (PROVIDER_REJECTED)" in failure.inner_text()
     assert "content policy rejected the input" in failure.inner_text()
     assert tab.get_by_text("Not shown: the prediction failed, so it has no output").is_visible()
-    tab.wait_for_function(
-        "() => Array.from(document.querySelectorAll('img[data-kind]')).every(img => img.complete)"
-    )
-    assert _natural_widths(tab) == {"before": 512, "mask": 512}
+    assert _drawn_widths(tab, "img[data-kind]", "img.dataset.kind") == {"before": 512, "mask": 512}
     _tall_screenshot(page, "eachlabs-tab-failure.png")
     assert console_errors == []
 
@@ -275,13 +272,8 @@ def test_the_eachlabs_tab_of_a_batch_shows_its_outputs(
     page.get_by_role("link", name="Eachlabs", exact=True).click()
     tab = _eachlabs_frame(page, "eachlabs/ti/")
     assert tab.locator("#stored").inner_text() == "3"
-    tab.wait_for_function(
-        "() => Array.from(document.querySelectorAll('.grid img')).every(img => img.complete)"
-    )
-    widths = tab.evaluate(
-        "() => Array.from(document.querySelectorAll('.grid img')).map(img => img.naturalWidth)"
-    )
-    assert len(widths) == 3 and all(width > 0 for width in widths), widths
+    widths = _drawn_widths(tab, ".grid img", "img.alt")
+    assert len(widths) == 3 and all(width > 0 for width in widths.values()), widths
     _tall_screenshot(page, "eachlabs-batch-tab.png")
     assert console_errors == []
 
@@ -297,14 +289,7 @@ def test_the_fills_page_in_the_navigation(
     page.wait_for_url("**/plugin/eachlabs-fills")
     fills = _eachlabs_frame(page, "eachlabs/")
     assert int(fills.locator("#fills").inner_text()) >= 2
-    fills.wait_for_function(
-        "() => Array.from(document.querySelectorAll('img.thumb')).every(img => img.complete)"
-    )
-    widths = dict(
-        fills.evaluate(
-            "() => Array.from(document.querySelectorAll('img.thumb')).map(img => [img.src, img.naturalWidth])"
-        )
-    )
+    widths = _drawn_widths(fills, "img.thumb", "img.src")
     assert widths and all(width > 0 for width in widths.values()), widths
     # An output that can no longer be read (a fill of another API host, its output never stored) is
     # drawn as "no image" with the reason; the example's stored outputs are real thumbnails.

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +38,6 @@ from tests.e2e.conftest import (
     API_KEY,
     E2E_ENABLED,
     LOOPBACK,
-    OUTSIDER_USER,
     ROOT,
     AirflowApi,
     Managed,
@@ -48,6 +45,7 @@ from tests.e2e.conftest import (
     _airflow_env,
     component_argv,
     connection_body,
+    deployment_folders,
     free_port,
     migrate_database,
     postgres_database,
@@ -235,15 +233,8 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
     require(
         _celery_available(), "the distributed stack needs apache-airflow-providers-celery (make e2e-deps)"
     )
-    workdir = Path(tempfile.mkdtemp(prefix="eachlabs-celery-"))
-    home = workdir / "airflow-home"
-    home.mkdir()
-    output_dir = workdir / "output"
-    output_dir.mkdir()
+    workdir, home, output_dir, password, password_file = deployment_folders("eachlabs-celery-")
     processes = ProcessManager(log_dir=tmp_path_factory.mktemp("distributed-logs"))
-    password = secrets.token_urlsafe(12)
-    password_file = home / "passwords.json"
-    password_file.write_text(json.dumps({ADMIN_USER: password, OUTSIDER_USER: password}))
     fast_sim = EachlabsSimulator(api_key=API_KEY, predict_seconds=2.0)
     slow_sim = EachlabsSimulator(api_key=API_KEY, predict_seconds=20.0)
     long_sim = EachlabsSimulator(api_key=API_KEY, predict_seconds=60.0, max_in_flight=50)
