@@ -268,7 +268,9 @@ class EachlabsPredictionOperator(BaseOperator):
         return prediction_id, record.started_at or time.time(), None
 
     def _reattach(self, prediction_id: str, started_at: float) -> tuple[str, float, Prediction | None] | None:
-        """The earlier prediction to carry on with, or None when a new one is needed."""
+        """The earlier prediction to carry on with, or None when a new one is needed.
+
+        ``_announce`` keeps the id for ``on_kill`` straight after, before anything else can fail."""
         from airflow_provider_eachlabs.exceptions import EachlabsNotFoundError
 
         try:
@@ -283,7 +285,6 @@ class EachlabsPredictionOperator(BaseOperator):
                 prediction.status,
             )
             return None
-        self.prediction_id = prediction_id
         self.log.info(
             "Re-attached to prediction %s of an earlier try (status %r): no new prediction is created",
             prediction_id,
