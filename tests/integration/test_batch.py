@@ -754,8 +754,8 @@ def test_a_trigger_rebuilt_mid_batch_re_attaches_and_buys_nothing_twice(
 
     async def run_until_three_creates() -> None:
         async def drain() -> None:
-            async for _ in trigger.run():
-                pytest.fail("the first trigger finished before it was stopped")
+            async for event in trigger.run():
+                pytest.fail(f"the first trigger finished before it was stopped: {event.payload}")
 
         task = asyncio.ensure_future(drain())
         while creates(sim) < 3:
