@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -90,10 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("AIRFLOW_HOME", str(HERE / ".airflow-bench"))
     rows = []
-    for path in ("worker", "trigger"):
-        for interval in (None, 1.0):
-            log(f"{path}, {'adaptive' if interval is None else f'every {interval} s'} ...")
-            rows.append(measure(path, interval, args.timeout))
+    # The hook's log lines go to stdout; with --json, stdout carries nothing but the report.
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        for path in ("worker", "trigger"):
+            for interval in (None, 1.0):
+                log(f"{path}, {'adaptive' if interval is None else f'every {interval} s'} ...")
+                rows.append(measure(path, interval, args.timeout))
     bound = args.timeout + 1.0
     targets = [
         {
