@@ -93,9 +93,9 @@ def is_public_https_url(url: str) -> bool:
         return False
     if address is not None:
         return is_public_address(address)
-    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
+    if host.endswith(_LOCAL_SUFFIXES):
         return False
-    return _DNS_NAME.fullmatch(host) is not None
+    return _DNS_NAME.fullmatch(host) is not None  # two labels at least: never `localhost`
 
 
 def is_api_host_url(url: str, api_host: str | None) -> bool:
@@ -143,8 +143,10 @@ def validate_api_host(host: str) -> str:
 
 
 def peer_is_public(peer_ip: str) -> bool:
-    """Whether the address a socket connected to is public (checked after DNS, before any byte)."""
+    """Whether the address a socket connected to is public (checked after DNS, before any byte).
+
+    An IPv6 peer may carry its zone (``fe80::1%eth0``); ``ipaddress`` reads it and judges the address."""
     try:
-        return is_public_address(ipaddress.ip_address(peer_ip.split("%", 1)[0]))
+        return is_public_address(ipaddress.ip_address(peer_ip))
     except ValueError:
         return False

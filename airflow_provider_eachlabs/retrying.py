@@ -62,7 +62,8 @@ class wait_retry_after_or_jitter(tenacity.wait.wait_base):
         self._deadline = deadline
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
+        assert retry_state.outcome is not None, "tenacity waits only after an attempt"
+        error = retry_state.outcome.exception()
         retry_after = getattr(error, "retry_after", None)
         delay = (
             float(min(retry_after, self._longest)) if retry_after is not None else self._jitter(retry_state)

@@ -382,7 +382,6 @@ class EachlabsPredictionOperator(BaseOperator):
         except PredictionTimeout as timeout:
             self._cancel_quietly(timeout.prediction_id)
             raise
-        self.prediction_id = prediction.id
         return self.finish(context, prediction)
 
     def on_kill(self) -> None:

@@ -19,7 +19,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_eachlabs import api, schema
-from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+from airflow_provider_eachlabs.hooks.eachlabs import CLOCK_SKEW_SECONDS, EachlabsHook
 from airflow_provider_eachlabs.operators.prediction import EachlabsPredictionOperator
 from airflow_provider_eachlabs.testing import EachlabsSimulator
 from tests.conftest import connection_json
@@ -115,6 +115,24 @@ def test_an_unknown_failure_reported_by_the_trigger_is_retried_only_when_the_tas
     else:
         with pytest.raises(AirflowFailException, match="Not retried: retry_unknown_failures is off"):
             operator.execute_complete(context(), event)
+
+
+def test_a_deferred_fill_that_fails_leaves_an_outcome_naming_its_prediction_and_model():
+    ctx = context()
+    event = {"status": "error", "prediction_id": "p1", "message": "the API went away", "final": True}
+    with pytest.raises(AirflowFailException, match="Waiting for prediction p1 failed: the API went away"):
+        fill(deferrable=True).execute_complete(ctx, event)
+    outcome = ctx["ti"].xcoms["eachlabs_outcome"]
+    assert (outcome["prediction_id"], outcome["model"], outcome["status"]) == ("p1", "flux-fill-pro", "error")
+
+
+def test_an_event_that_names_no_prediction_leaves_no_outcome_and_nothing_to_cancel():
+    ctx = context()
+    operator = fill(deferrable=True)
+    with pytest.raises(AirflowFailException, match="Waiting for prediction  failed: lost"):
+        operator.execute_complete(ctx, {"status": "error", "message": "lost", "final": True})
+    assert "eachlabs_outcome" not in ctx["ti"].xcoms
+    assert operator.prediction_id is None
 
 
 # --- the input schema -------------------------------------------------------------------------------
@@ -453,6 +471,18 @@ def test_the_search_stops_at_the_first_execution_older_than_the_create(hostile: 
     )
     assert EachlabsHook().submit_prediction("m", {"prompt": "p"}) == "fresh"
     assert "/v1/prediction/same-input" not in [r.path for r in hostile.received]
+
+
+def test_an_execution_made_at_the_very_edge_of_the_clock_skew_allowed_is_still_a_candidate(
+    hostile: HostileServer,
+):
+    """The search looks back ``CLOCK_SKEW_SECONDS`` before the create was sent, edge included."""
+    edge = "2026-01-01T00:00:00Z"
+    since = api.parse_timestamp(edge) + CLOCK_SKEW_SECONDS
+    assert since - CLOCK_SKEW_SECONDS == api.parse_timestamp(edge)
+    hostile.on("GET", "/v1/executions", json_answer({"executions": [{"id": "edge", "created_at": edge}]}))
+    hostile.on("GET", "/v1/prediction/edge", json_answer({"status": "processing", "input": {"prompt": "p"}}))
+    assert EachlabsHook().find_prediction("m", {"prompt": "p"}, since=since) == "edge"
 
 
 @pytest.mark.parametrize("listing", [{}, {"executions": None}, {"executions": ["not a row"]}])
