@@ -22,7 +22,7 @@ from airflow_provider_eachlabs import api, schema
 from airflow_provider_eachlabs.hooks.eachlabs import CLOCK_SKEW_SECONDS, EachlabsHook
 from airflow_provider_eachlabs.operators.prediction import EachlabsPredictionOperator
 from airflow_provider_eachlabs.testing import EachlabsSimulator
-from tests.conftest import connection_json
+from tests.conftest import API_KEY, connection_json
 from tests.hostile import HostileServer, hostile_server, json_answer
 from tests.integration.test_hook import png_bytes
 from tests.integration.test_operators import RecordingStateStore, context, fill
@@ -64,6 +64,48 @@ def test_a_connection_test_reads_only_the_newest_execution(hostile: HostileServe
     hostile.on("GET", "/v1/executions", json_answer({"executions": []}))
     assert EachlabsHook().test_connection()[0]
     assert [r.path for r in hostile.received] == ["/v1/executions?limit=1&offset=0"]
+
+
+def test_a_page_of_executions_is_twenty_unless_asked_otherwise(hostile: HostileServer):
+    hostile.on("GET", "/v1/executions", json_answer({"executions": []}))
+    assert EachlabsHook().list_executions() == {"executions": []}
+    assert [r.path for r in hostile.received] == ["/v1/executions?limit=20&offset=0"]
+
+
+def test_the_triggerer_reads_the_connection_through_the_hook_so_a_subclass_can_supply_it(
+    simulator: EachlabsSimulator,
+):
+    """No ``eachlabs_default`` in the environment: only the subclass knows the connection."""
+    from airflow.sdk import Connection
+
+    def connection(conn_id: str) -> Connection:
+        return Connection(conn_id=conn_id, conn_type="eachlabs", host=simulator.base_url, password=API_KEY)
+
+    class VaultHook(EachlabsHook):
+        @classmethod
+        def get_connection(cls, conn_id: str) -> Connection:
+            return connection(conn_id)
+
+        @classmethod
+        async def aget_connection(cls, conn_id: str) -> Connection:
+            return connection(conn_id)
+
+    settings = asyncio.run(VaultHook().aget_settings())
+    assert (settings.host, settings.api_key) == (simulator.base_url, API_KEY)
+
+
+def test_the_triggerer_counts_status_requests_and_nothing_else(eachlabs_conn: EachlabsSimulator):
+    """The count the timeout message gives: a cancel is no status request."""
+    prediction_id = EachlabsHook().create_prediction("echo-test", {"text": "x"})
+    hook = EachlabsHook()
+
+    async def look_then_cancel() -> None:
+        await hook.aget_prediction(prediction_id)
+        await hook.acancel_prediction(prediction_id)
+
+    asyncio.run(look_then_cancel())
+    assert (eachlabs_conn.counters.gets, eachlabs_conn.counters.cancels) == (1, 1)
+    assert hook.status_requests == 1
 
 
 # --- the deferred wait ------------------------------------------------------------------------------
@@ -306,6 +348,42 @@ def test_the_search_lists_only_the_models_executions_and_waits_for_a_late_listin
     assert len(listings) >= 2
     assert all("model=flux-fill-pro" in path for path in listings)
     assert [r.path for r in hostile.received].count("/v1/prediction") == 1
+
+
+class FakeClock:
+    """The hook's ``time``: a monotonic clock that moves only when the hook sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return time.time() + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("patience", "sleeps"), [(8.0, [1.0] * 8), (2.0, [0.5] * 4), (0.25, [0.1] * 3), (0.0, [])]
+)
+def test_a_lagging_listing_is_read_again_every_quarter_of_the_patience_within_a_tenth_and_one_second(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch, patience: float, sleeps: list[float]
+):
+    """The search reads the listing once more when the patience has run out, and never after."""
+    from airflow_provider_eachlabs.hooks import eachlabs as hook_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(hook_module, "time", clock)
+    hostile.on("GET", "/v1/executions", json_answer({"executions": []}))
+    hook = EachlabsHook()
+    assert hook.find_prediction("m", {"prompt": "p"}, since=time.time(), patience=patience) is None
+    assert clock.slept == sleeps
+    assert len(hostile.received) == len(sleeps) + 1
 
 
 # --- what an error names ----------------------------------------------------------------------------
