@@ -221,6 +221,28 @@ def test_a_stored_output_gets_missing_folders_and_the_umasks_permissions(tmp_pat
     assert sorted(p.name for p in target.parent.iterdir()) == ["p1.png"]
 
 
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file URI"])
+def test_a_local_output_is_written_to_a_hidden_part_file_beside_it_then_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_uri: bool
+):
+    """A worker killed mid-write leaves at most a hidden ``.<name>.*.part`` scrap, never a half image
+    under the output's name or one a ``*.png`` glob would pick up."""
+    folders_at_rename: list[list[str]] = []
+    rename = os.replace
+
+    def watched_rename(source: str, target: str) -> None:
+        folders_at_rename.append(sorted(path.name for path in tmp_path.iterdir()))
+        rename(source, target)
+
+    monkeypatch.setattr(storage.os, "replace", watched_rename)
+    target = tmp_path / "p1.png"
+    storage.write_atomically(target.as_uri() if as_uri else str(target), b"image")
+    [names] = folders_at_rename
+    assert len(names) == 1 and re.fullmatch(r"\.p1\.png\.[^.]+\.part", names[0]), names
+    assert [path.name for path in tmp_path.iterdir()] == ["p1.png"]
+    assert target.read_bytes() == b"image"
+
+
 def test_a_write_that_fails_leaves_no_partial_file(tmp_path: Path):
     with pytest.raises(TypeError):
         storage.write_atomically(str(tmp_path / "p1.png"), "not bytes")  # type: ignore[arg-type]
@@ -240,10 +262,12 @@ def test_an_output_on_another_filesystem_than_the_temporary_folder_is_renamed_in
         shutil.rmtree(target.parent, ignore_errors=True)
 
 
-def test_an_object_store_output_gets_its_folders(tmp_path: Path):
+@pytest.mark.parametrize("store", ["memory", "local"])
+def test_an_object_store_output_gets_its_folders(tmp_path: Path, store: str):
     from airflow.sdk import ObjectStoragePath
 
-    target = f"memory://eachlabs-{os.getpid()}/a/b/p1.png"
+    folder = f"eachlabs-{os.getpid()}" if store == "memory" else tmp_path.as_posix().lstrip("/")
+    target = f"{store}:///{folder}/a/b/p1.png"
     storage.write_atomically(target, b"first")
     storage.write_atomically(target, b"second")
     assert ObjectStoragePath(target).read_bytes() == b"second"
