@@ -177,6 +177,28 @@ def test_an_event_that_names_no_prediction_leaves_no_outcome_and_nothing_to_canc
     assert operator.prediction_id is None
 
 
+def test_an_unknown_failure_on_the_worker_is_final_only_when_the_task_says_so(
+    eachlabs_conn: EachlabsSimulator,
+):
+    eachlabs_conn.inject("create", "fail", error_code="SOMETHING_NEW", error_message="boom")
+    with pytest.raises(AirflowFailException, match=r"boom.*Not retried: retry_unknown_failures is off\."):
+        generic("echo-test", {"text": "x"}, retry_unknown_failures=False).execute(context())
+
+
+def test_a_wait_on_the_worker_after_a_re_attach_keeps_the_first_tries_clock(
+    eachlabs_conn: EachlabsSimulator,
+):
+    """``timeout`` counts from when the prediction was created, not from the retry."""
+    eachlabs_conn.inject("create", "never_finish")
+    running = EachlabsHook().create_prediction("echo-test", {"text": "x"})
+    store = RecordingStateStore({"eachlabs_prediction": {"id": running, "started_at": time.time() - 60}})
+    began = time.monotonic()
+    with pytest.raises(api.PredictionTimeout, match=rf"prediction {running} did not finish within 60\.\ds"):
+        generic("echo-test", {"text": "x"}, timeout=30).execute(context(store))
+    assert time.monotonic() - began < 10
+    assert eachlabs_conn.predictions[running].status == "cancelled"
+
+
 # --- the input schema -------------------------------------------------------------------------------
 
 
@@ -701,16 +723,14 @@ def test_an_output_url_refused_by_the_address_rules_is_named_in_full_up_to_200_c
     assert hostile.received == []
 
 
-def test_a_download_from_a_public_name_that_resolves_to_a_private_address_is_refused(
-    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
-):
-    """The name passes the address rules; the socket's peer does not (DNS rebinding): refused before
-    any byte is sent (no TLS handshake naming the host either), once, as a final error."""
+@pytest.fixture
+def rebound(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[bytes]]]:
+    """``cdn.example.com`` resolves to a loopback listener (DNS rebinding): its port, and the first
+    bytes each connection to it sent."""
     import socket
     import threading
 
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
     first_bytes: list[bytes] = []
 
     def accept() -> None:
@@ -734,12 +754,31 @@ def test_a_download_from_a_public_name_that_resolves_to_a_private_address_is_ref
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     try:
-        with pytest.raises(
-            api.EachlabsDownloadError, match=r"resolves to 127\.0\.0\.1, which is not a public"
-        ):
-            EachlabsHook().download(f"https://cdn.example.com:{port}/out.png")
+        yield listener.getsockname()[1], first_bytes
     finally:
         listener.close()
+
+
+def test_a_download_from_a_public_name_that_resolves_to_a_private_address_is_refused(
+    hostile: HostileServer, rebound: tuple[int, list[bytes]]
+):
+    """The name passes the address rules; the socket's peer does not: refused before any byte is
+    sent (no TLS handshake naming the host either), once, as a final error."""
+    port, first_bytes = rebound
+    with pytest.raises(api.EachlabsDownloadError, match=r"resolves to 127\.0\.0\.1, which is not a public"):
+        EachlabsHook().download(f"https://cdn.example.com:{port}/out.png")
+    assert all(chunk == b"" for chunk in first_bytes) and len(first_bytes) <= 1, first_bytes
+
+
+def test_an_upload_to_a_public_name_that_resolves_to_a_private_address_is_refused(
+    hostile: HostileServer, rebound: tuple[int, list[bytes]]
+):
+    from tests.integration.test_hostile_answers import presign_answer
+
+    port, first_bytes = rebound
+    hostile.on("POST", "/v1/upload/presign", presign_answer(f"https://cdn.example.com:{port}/put", {}))
+    with pytest.raises(api.EachlabsError, match=r"resolves to 127\.0\.0\.1, which is not a public"):
+        EachlabsHook().upload_bytes(png_bytes(), "image/png")
     assert all(chunk == b"" for chunk in first_bytes) and len(first_bytes) <= 1, first_bytes
 
 

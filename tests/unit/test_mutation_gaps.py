@@ -163,6 +163,89 @@ def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str):
     assert api.retry_after_seconds({"Retry-After": value}) is None
 
 
+# --- failed and cancelled predictions ---------------------------------------------------------------
+
+
+def raised_for(prediction: api.Prediction, **kwargs: Any) -> Exception:
+    with pytest.raises((api.PredictionFailed, api.PredictionCancelled)) as caught:
+        api.raise_for_prediction_end(prediction, **kwargs)
+    return caught.value
+
+
+UNKNOWN_FAILURE = api.Prediction(
+    id="p1",
+    status="failed",
+    output={"error_code": "SOMETHING_NEW", "error_message": "boom"},
+    request_id="req-9",
+)
+
+
+def test_a_failed_prediction_leaves_its_id_code_and_request_id_in_the_tasks_outcome():
+    from airflow_provider_eachlabs.results import failure_outcome
+
+    error = raised_for(UNKNOWN_FAILURE)
+    assert (
+        str(error)
+        == "Eachlabs prediction p1 ended with status 'failed': SOMETHING_NEW: boom (request id req-9)."
+    )
+    outcome = failure_outcome("p1", "m", error)
+    assert (outcome["status"], outcome["error_code"], outcome["request_id"], outcome["final"]) == (
+        "failed",
+        "SOMETHING_NEW",
+        "req-9",
+        False,
+    )
+    assert (error.prediction_id, error.error_code, error.request_id) == ("p1", "SOMETHING_NEW", "req-9")
+
+
+def test_an_unknown_failure_is_final_and_says_so_only_when_the_task_asks():
+    error = raised_for(UNKNOWN_FAILURE, retry_unknown_failures=False)
+    assert error.final
+    assert str(error).endswith("(request id req-9). Not retried: retry_unknown_failures is off.")
+
+
+def test_a_cancelled_prediction_leaves_its_id_and_request_id_in_the_tasks_outcome():
+    from airflow_provider_eachlabs.results import failure_outcome
+
+    error = raised_for(api.Prediction(id="p1", status="cancelled", request_id="req-9"))
+    assert str(error) == "Eachlabs prediction p1 was cancelled (the API gave no reason) (request id req-9)"
+    assert failure_outcome("p1", "m", error)["request_id"] == "req-9"
+    assert (error.prediction_id, error.request_id) == ("p1", "req-9")
+
+
+# --- input files ------------------------------------------------------------------------------------
+
+
+def test_a_folder_given_as_an_image_is_refused_naming_the_field_and_the_folder(tmp_path: Path):
+    with pytest.raises(EachlabsInputError) as caught:
+        storage.read_source("mask", str(tmp_path))
+    assert str(caught.value) == f"Invalid mask='{tmp_path}': is a folder, not an image file"
+
+
+def test_a_file_that_is_no_image_is_refused_naming_the_field_and_the_file(tmp_path: Path):
+    source = tmp_path / "x.png"
+    source.write_bytes(b"not an image")
+    with pytest.raises(EachlabsInputError) as caught:
+        storage.load_image("image", str(source))
+    assert (
+        str(caught.value)
+        == f"Invalid image='{source}': must be a JPEG, PNG or WebP image (its bytes are not)"
+    )
+
+
+def test_a_mask_of_another_size_is_refused_naming_the_mask_file(tmp_path: Path):
+    paths = []
+    for name, size in (("scene.png", (8, 8)), ("mask.png", (4, 4))):
+        buffer = io.BytesIO()
+        Image.new("RGB", size).save(buffer, "PNG")
+        (tmp_path / name).write_bytes(buffer.getvalue())
+        paths.append(str(tmp_path / name))
+    image, mask = storage.load_image("image", paths[0]), storage.load_image("mask", paths[1])
+    with pytest.raises(EachlabsInputError) as caught:
+        storage.check_fill_inputs(image, mask)
+    assert str(caught.value) == f"Invalid mask='{paths[1]}': must have the image's size 8x8 (it is 4x4)"
+
+
 # --- output files -----------------------------------------------------------------------------------
 
 
