@@ -94,7 +94,8 @@ def _policy(
     """tenacity's arguments for one request: retry predicate, wait, stop and before-sleep log."""
 
     def before_sleep(retry_state: tenacity.RetryCallState) -> None:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
+        assert retry_state.outcome is not None, "tenacity sleeps only after an attempt"
+        error = retry_state.outcome.exception()
         log.warning(
             "Eachlabs request failed (%s); retry %d of %d in %.1fs",
             error,

@@ -25,7 +25,7 @@ from airflow_provider_eachlabs.testing import EachlabsSimulator
 from tests.conftest import API_KEY, connection_json
 from tests.hostile import HostileServer, hostile_server, json_answer
 from tests.integration.test_hook import png_bytes
-from tests.integration.test_operators import RecordingStateStore, context, fill
+from tests.integration.test_operators import RecordingStateStore, RecordingTI, context, fill
 from tests.integration.test_retry_safety import StartedTI
 
 
@@ -337,6 +337,27 @@ def test_the_task_log_says_why_a_retry_buys_a_new_prediction(
     assert logged(capsys.readouterr().out, reason)
 
 
+class TryTI(RecordingTI):
+    def __init__(self, try_number: int) -> None:
+        super().__init__()
+        self.try_number = try_number
+
+
+def test_each_try_and_how_it_got_its_prediction_are_kept_for_the_tasks_eachlabs_tab(
+    eachlabs_conn: EachlabsSimulator,
+):
+    store = RecordingStateStore()
+    for try_number in (1, 2):
+        generic("echo-test", {"text": "x"}, wait_for_completion=False).execute(
+            {"ti": TryTI(try_number), "task_state_store": store}
+        )
+    [prediction_id] = eachlabs_conn.predictions
+    assert store["eachlabs_prediction"]["attempts"] == [
+        {"try": 1, "prediction_id": prediction_id, "how": "created"},
+        {"try": 2, "prediction_id": prediction_id, "how": "re-attached"},
+    ]
+
+
 # --- the search for what a lost create made ---------------------------------------------------------
 
 
@@ -601,8 +622,6 @@ def test_an_empty_or_odd_listing_means_nothing_was_made_and_the_create_is_sent_a
 def test_without_task_state_store_the_task_log_warns_that_a_retry_buys_again(
     eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
 ):
-    from tests.integration.test_operators import RecordingTI
-
     generic("echo-test", {"text": "x"}, wait_for_completion=False).execute({"ti": RecordingTI()})
     assert logged(
         capsys.readouterr().out,

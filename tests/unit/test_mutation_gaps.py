@@ -391,6 +391,7 @@ def test_the_wait_tells_each_new_status_once_and_an_unknown_word_once_in_whole_s
         ("https://user@api.example.com/files/x.png", "https://api.example.com", False),
         ("https://api.example.com/v2/files/x.png", "https://api.example.com/v2", True),
         ("https://api.example.com/v2x/files/x.png", "https://api.example.com/v2", False),
+        ("https://api.example.com/v2/files/x.png", "https://api.example.com/v2X", False),
         ("http://127.0.0.1:8080/files/x.png", "http://127.0.0.1:8080", True),
         ("http://127.0.0.1/files/x.png", "http://127.0.0.1:80", True),
         ("http://127.0.0.1:bad/files/x.png", "http://127.0.0.1:80", False),

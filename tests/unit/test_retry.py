@@ -42,6 +42,28 @@ def test_backoff_is_jittered_below_an_exponential_ceiling():
         assert len(set(delays)) > 100  # drawn at random, not a fixed step
 
 
+def test_the_backoff_ceiling_starts_at_the_connections_backoff_initial():
+    settings = EachlabsSettings(host="h", api_key="k", max_retries=9, backoff_initial=0.001, backoff_max=6.0)
+    wait = wait_retry_after_or_jitter(settings)
+    assert all(0 <= wait(failed_state(SERVER_ERROR, 1)) <= 0.001 for _ in range(50))
+
+
+def test_a_caller_that_paces_itself_gets_its_429_at_once():
+    """A batch hands 429s to its pacer: one attempt, the rate limit raised, no wait."""
+    calls = 0
+
+    def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        raise RATE_LIMITED
+
+    with pytest.raises(api.EachlabsRateLimitError):
+        retrying.call_with_retries(
+            attempt, SETTINGS, resendable=True, log=logging.getLogger("t"), rate_limits=False
+        )
+    assert calls == 1
+
+
 def test_no_wait_ends_after_the_deadline():
     long_wait = api.EachlabsRateLimitError("later", status_code=429, retry_after=60)
     settings = EachlabsSettings(host="h", api_key="k", backoff_max=60)
@@ -81,8 +103,10 @@ def test_sync_retries_then_returns_and_logs_each_retry(caplog: pytest.LogCapture
         assert retrying.call_with_retries(attempt, SETTINGS, resendable=True, log=log) == "done"
     messages = [r.getMessage() for r in caplog.records]
     assert [m.split(";")[1].split(" in ")[0] for m in messages] == [" retry 1 of 3", " retry 2 of 3"]
-    assert "HTTP 503: boom" in messages[0]
-    assert messages[1].endswith("in 0.0s")  # the 429's Retry-After of 0.02 s
+    assert messages[0].startswith("Eachlabs request failed (HTTP 503: boom); retry 1 of 3 in ")
+    assert (
+        messages[1] == "Eachlabs request failed (HTTP 429: slow down); retry 2 of 3 in 0.0s"
+    )  # Retry-After 0.02 s
 
 
 def test_async_raises_the_last_error_once_the_retries_are_spent():
