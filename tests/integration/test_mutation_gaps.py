@@ -347,15 +347,19 @@ def test_each_try_and_how_it_got_its_prediction_are_kept_for_the_tasks_eachlabs_
     eachlabs_conn: EachlabsSimulator,
 ):
     store = RecordingStateStore()
+    requests = []
     for try_number in (1, 2):
+        ti = TryTI(try_number)
         generic("echo-test", {"text": "x"}, wait_for_completion=False).execute(
-            {"ti": TryTI(try_number), "task_state_store": store}
+            {"ti": ti, "task_state_store": store}
         )
+        requests.append(ti.xcoms["eachlabs_request"])
     [prediction_id] = eachlabs_conn.predictions
     assert store["eachlabs_prediction"]["attempts"] == [
         {"try": 1, "prediction_id": prediction_id, "how": "created"},
         {"try": 2, "prediction_id": prediction_id, "how": "re-attached"},
     ]
+    assert [(r["try_number"], r["how"]) for r in requests] == [(1, "created"), (2, "re-attached")]
 
 
 # --- the search for what a lost create made ---------------------------------------------------------
