@@ -360,6 +360,7 @@ def test_each_try_and_how_it_got_its_prediction_are_kept_for_the_tasks_eachlabs_
         {"try": 2, "prediction_id": prediction_id, "how": "re-attached"},
     ]
     assert [(r["try_number"], r["how"]) for r in requests] == [(1, "created"), (2, "re-attached")]
+    assert requests[1]["input"] == {"text": "x"}  # what the first try sent, read back from the record
 
 
 # --- the search for what a lost create made ---------------------------------------------------------

@@ -163,6 +163,11 @@ def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str):
     assert api.retry_after_seconds({"Retry-After": value}) is None
 
 
+@pytest.mark.parametrize("host", ["https://api.example.com/eachlabsX", "https://api.example.com/eachlabsX/"])
+def test_a_prediction_link_keeps_the_hosts_path(host: str):
+    assert api.prediction_url(host, "p1") == "https://api.example.com/eachlabsX/v1/prediction/p1"
+
+
 # --- failed and cancelled predictions ---------------------------------------------------------------
 
 
