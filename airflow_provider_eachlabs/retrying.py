@@ -62,7 +62,7 @@ class wait_retry_after_or_jitter(tenacity.wait.wait_base):
         self._deadline = deadline
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        assert retry_state.outcome is not None, "tenacity waits only after an attempt"
+        assert retry_state.outcome is not None  # tenacity waits only after an attempt
         error = retry_state.outcome.exception()
         retry_after = getattr(error, "retry_after", None)
         delay = (
@@ -94,7 +94,7 @@ def _policy(
     """tenacity's arguments for one request: retry predicate, wait, stop and before-sleep log."""
 
     def before_sleep(retry_state: tenacity.RetryCallState) -> None:
-        assert retry_state.outcome is not None, "tenacity sleeps only after an attempt"
+        assert retry_state.outcome is not None  # tenacity sleeps only after an attempt
         error = retry_state.outcome.exception()
         log.warning(
             "Eachlabs request failed (%s); retry %d of %d in %.1fs",
