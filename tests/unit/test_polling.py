@@ -20,6 +20,13 @@ def test_adaptive_schedule_looks_first_just_before_the_expected_time_then_every_
     assert schedule.delay(26.0) == 1.0
 
 
+def test_a_wait_counts_from_the_create_and_says_how_long_it_has_been():
+    """Two seconds after the create, the adaptive first look (8 s for a 9 s model) is 6 s away."""
+    wait = PollLoop("p1", started_at=1000.0, deadline=2000.0, schedule=PollSchedule(None, 9.0))
+    step = wait.on_prediction(Prediction(id="p1", status="processing"), now=1002.0)
+    assert (step.wait, step.note) == (6.0, "Prediction p1 is 'processing' after 2.0s")
+
+
 def test_adaptive_schedule_backs_off_for_long_runs_up_to_thirty_seconds():
     schedule = PollSchedule(None, 9.0)
     assert schedule.delay(37.0) == 5.0
