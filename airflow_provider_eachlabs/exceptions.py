@@ -208,9 +208,9 @@ class PredictionTimeout(EachlabsError):
         self.prediction_id = prediction_id
         self.waited_seconds = waited_seconds
         self.last_status = last_status
+        seen = "last status unknown" if last_status is None else f"last status {last_status!r}"
         super().__init__(
-            f"Eachlabs prediction {prediction_id} did not finish within {waited_seconds:.1f}s "
-            f"(last status {last_status!r})"
+            f"Eachlabs prediction {prediction_id} did not finish within {waited_seconds:.1f}s ({seen})"
         )
 
 

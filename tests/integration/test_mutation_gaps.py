@@ -199,6 +199,23 @@ def test_a_wait_on_the_worker_after_a_re_attach_keeps_the_first_tries_clock(
     assert eachlabs_conn.predictions[running].status == "cancelled"
 
 
+def test_a_wait_on_the_worker_places_its_first_look_by_the_models_expected_time(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    """flux-fill-pro's page says 9 s, so the adaptive first look is 8 s after the create (a model
+    without an estimate gets 4 s). Re-attached 5 s after the create, the wait's first look is 3 s later."""
+    eachlabs_conn.inject("create", "never_finish")
+    running = EachlabsHook().create_prediction("echo-test", {"text": "x"})
+    store = RecordingStateStore({"eachlabs_prediction": {"id": running, "started_at": time.time() - 5}})
+    task = generic("flux-fill-pro", {"prompt": "x"}, poll_interval=None, timeout=8.2)
+    with pytest.raises(api.PredictionTimeout):
+        task.execute(context(store))
+    first_look = re.search(
+        rf"\] Prediction {running} is '\w+' after (\d+\.\d)s", capsys.readouterr().out
+    )
+    assert first_look is not None and 8.0 <= float(first_look.group(1)) < 9.0
+
+
 # --- the input schema -------------------------------------------------------------------------------
 
 
@@ -688,6 +705,21 @@ def test_a_wait_that_times_out_logs_how_long_and_how_many_status_requests(
         r"status requests \[",
         capsys.readouterr().out,
     )
+
+
+def test_a_wait_whose_status_requests_all_fail_says_its_last_status_is_unknown(
+    hostile: HostileServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """The retries outlast the wait, so the deadline, not the retry count, ends it."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EACHLABS_DEFAULT", connection_json(hostile.base_url, max_retries=50, timeout=0.5)
+    )
+    hostile.on("GET", "/v1/prediction/dark", json_answer({"error": "unavailable"}, status=503))
+    with pytest.raises(api.PredictionTimeout) as caught:
+        EachlabsHook().wait_for_prediction("dark", poll_interval=0.1, timeout=0.3)
+    assert caught.value.last_status is None
+    assert str(caught.value).endswith("(last status unknown)")
+    assert "failed at the deadline (HTTP 503: unavailable" in capsys.readouterr().out
 
 
 # --- what uploads and downloads send ----------------------------------------------------------------

@@ -84,6 +84,12 @@ def test_wait_never_passes_the_deadline_and_the_deadline_times_out():
     assert poll.on_prediction(Prediction(id="p1", status="processing"), 10.0).timed_out
 
 
+def test_the_look_at_the_deadline_still_says_what_it_saw():
+    """The last look may be the first to see a status; the timeout step carries its note."""
+    step = loop(deadline=10.0, interval=5.0).on_prediction(Prediction(id="p1", status="queued"), 10.0)
+    assert step.timed_out and step.note == "Prediction p1 is 'queued' after 10.0s"
+
+
 def test_a_transient_error_the_retries_gave_up_on_is_raised_before_the_deadline():
     server_error = api.EachlabsServerError("boom", status_code=502)
     with pytest.raises(api.EachlabsServerError):
