@@ -210,9 +210,7 @@ def test_a_wait_on_the_worker_places_its_first_look_by_the_models_expected_time(
     task = generic("flux-fill-pro", {"prompt": "x"}, poll_interval=None, timeout=8.2)
     with pytest.raises(api.PredictionTimeout):
         task.execute(context(store))
-    first_look = re.search(
-        rf"\] Prediction {running} is '\w+' after (\d+\.\d)s", capsys.readouterr().out
-    )
+    first_look = re.search(rf"\] Prediction {running} is '\w+' after (\d+\.\d)s", capsys.readouterr().out)
     assert first_look is not None and 8.0 <= float(first_look.group(1)) < 9.0
 
 
