@@ -745,8 +745,10 @@ def test_a_trigger_rebuilt_mid_batch_re_attaches_and_buys_nothing_twice(
     start_simulator: Callable[..., EachlabsSimulator], tmp_path: Path
 ):
     """A triggerer restart: the running trigger is cancelled after some creates, whatever it was doing,
-    and a trigger rebuilt from its serialized form carries on from the journal."""
-    sim = start_simulator(predict_seconds=1.0, max_in_flight=2)
+    and a trigger rebuilt from its serialized form carries on from the journal. Three-second
+    predictions leave the watcher six seconds between the third create and the last, on a busy
+    machine too."""
+    sim = start_simulator(predict_seconds=3.0, max_in_flight=2)
     out = tmp_path / "out"
     operator = batch(out, keyed(6), deferrable=True, max_in_flight=2)
     ctx = context()
