@@ -352,6 +352,39 @@ def test_the_task_log_says_why_a_retry_buys_a_new_prediction(
     assert logged(capsys.readouterr().out, reason)
 
 
+def test_a_retry_adopts_the_prediction_an_earlier_try_sent_but_never_recorded(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    """The earlier try wrote ``sent_at``, its create went through, and it died before the answer."""
+    store = RecordingStateStore({"eachlabs_prediction": {"sent_at": time.time() - 1}})
+    eachlabs_conn.inject("create", "never_finish")
+    orphan = EachlabsHook().create_prediction("echo-test", {"text": "x"})
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        generic("echo-test", {"text": "x"}, deferrable=True).execute(context(store))
+    record = store["eachlabs_prediction"]
+    assert (record["id"], record["attempts"][-1]["how"]) == (orphan, "found")
+    assert before <= record["started_at"] <= time.time()
+    assert deferred.value.trigger.started_at == record["started_at"]  # the wait's clock is the record's
+    assert eachlabs_conn.counters.create_requests == 1
+    assert logged(
+        capsys.readouterr().out,
+        f"Found prediction {orphan}, created by an earlier try that died before recording it",
+    )
+
+
+def test_the_webhook_and_its_secret_reach_the_create(eachlabs_conn: EachlabsSimulator):
+    prediction_id = generic(
+        "echo-test",
+        {"text": "x"},
+        webhook_url="https://hooks.example.com/fills",
+        webhook_secret="whsec-fills",
+        wait_for_completion=False,
+    ).execute(context())
+    made = eachlabs_conn.predictions[prediction_id]
+    assert (made.webhook_url, made.webhook_secret) == ("https://hooks.example.com/fills", "whsec-fills")
+
+
 class TryTI(RecordingTI):
     def __init__(self, try_number: int) -> None:
         super().__init__()
