@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from airflow_provider_eachlabs import api, schema
+from airflow_provider_eachlabs import api, schema, storage
 from airflow_provider_eachlabs.hooks.eachlabs import CLOCK_SKEW_SECONDS, EachlabsHook
 from airflow_provider_eachlabs.operators.prediction import EachlabsPredictionOperator
 from airflow_provider_eachlabs.testing import EachlabsSimulator
@@ -166,6 +166,22 @@ def test_a_deferred_fill_that_fails_leaves_an_outcome_naming_its_prediction_and_
         fill(deferrable=True).execute_complete(ctx, event)
     outcome = ctx["ti"].xcoms["eachlabs_outcome"]
     assert (outcome["prediction_id"], outcome["model"], outcome["status"]) == ("p1", "flux-fill-pro", "error")
+
+
+def test_a_fill_that_fails_on_the_worker_leaves_an_outcome_naming_its_prediction_and_model(
+    eachlabs_conn: EachlabsSimulator,
+):
+    eachlabs_conn.inject("create", "fail", error_code="INTERNAL_ERROR", error_message="boom")
+    ctx = context()
+    with pytest.raises(api.PredictionFailed):
+        generic("echo-test", {"text": "x"}).execute(ctx)
+    [prediction_id] = eachlabs_conn.predictions
+    outcome = ctx["ti"].xcoms["eachlabs_outcome"]
+    assert (outcome["prediction_id"], outcome["model"], outcome["status"]) == (
+        prediction_id,
+        "echo-test",
+        "failed",
+    )
 
 
 def test_an_event_that_names_no_prediction_leaves_no_outcome_and_nothing_to_cancel():
@@ -383,6 +399,17 @@ def test_the_webhook_and_its_secret_reach_the_create(eachlabs_conn: EachlabsSimu
     ).execute(context())
     made = eachlabs_conn.predictions[prediction_id]
     assert (made.webhook_url, made.webhook_secret) == ("https://hooks.example.com/fills", "whsec-fills")
+
+
+def test_an_output_name_that_is_no_plain_name_fails_the_task_naming_it_before_anything_is_bought(
+    eachlabs_conn: EachlabsSimulator, tmp_path: Path
+):
+    task = generic("echo-test", {"text": "x"}, output_path=f"{tmp_path}/", output_name="../escape")
+    with pytest.raises(AirflowFailException) as failed:
+        task.execute(context())
+    assert str(failed.value) == f"Invalid output_name='../escape': {storage.FILE_STEM_RULE}"
+    assert eachlabs_conn.counters.create_requests == 0
+    assert list(tmp_path.iterdir()) == []
 
 
 class TryTI(RecordingTI):
@@ -731,10 +758,12 @@ def test_a_wait_that_times_out_logs_how_long_and_how_many_status_requests(
         hook.wait_for_prediction(prediction_id, poll_interval=0.1, timeout=0.3)
     assert caught.value.prediction_id == prediction_id
     assert "(last status 'processing')" in str(caught.value)
+    printed = capsys.readouterr().out
+    assert re.search(rf"\] Prediction {prediction_id} is 'processing' after 0\.\ds \[", printed)
     assert re.search(
         rf"\] Stopped waiting for prediction {prediction_id} after 0\.\ds and {eachlabs_conn.counters.gets} "
         r"status requests \[",
-        capsys.readouterr().out,
+        printed,
     )
 
 
