@@ -389,6 +389,17 @@ def test_a_retry_adopts_the_prediction_an_earlier_try_sent_but_never_recorded(
     )
 
 
+def test_a_create_records_when_it_was_made_and_the_wait_counts_from_then(eachlabs_conn: EachlabsSimulator):
+    """A retry re-attaching reads ``started_at`` back, so its ``timeout`` counts from the create."""
+    store = RecordingStateStore()
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        generic("echo-test", {"text": "x"}, deferrable=True).execute(context(store))
+    record = store["eachlabs_prediction"]
+    assert before <= record["started_at"] <= time.time()
+    assert deferred.value.trigger.started_at == record["started_at"]
+
+
 def test_the_webhook_and_its_secret_reach_the_create(eachlabs_conn: EachlabsSimulator):
     prediction_id = generic(
         "echo-test",
