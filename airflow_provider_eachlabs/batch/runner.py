@@ -13,7 +13,6 @@ so neither the loop nor, in the triggerer, any other trigger waits on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import statistics
@@ -248,8 +247,7 @@ class BatchRunner:
                 return
             self._wake.clear()
             wait = min(self._next_due(now), next_journal, next_results, next_progress) - time.time()
-            with contextlib.suppress(asyncio.TimeoutError):  # the tasks just started run meanwhile
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+            await wait_for_event(self._wake, max(wait, 0.0))  # the tasks just started run meanwhile
 
     def _finished(self) -> bool:
         nothing_left = self._plan_done and not self.queue
@@ -568,6 +566,19 @@ class BatchRunner:
         return summarize(
             self.rows(), self.config.results_path, self.progress.creates, self.pacer.rate_limited
         )
+
+
+async def wait_for_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait until the event is set or the timeout passes, whichever comes first.
+
+    Not ``asyncio.wait_for``: on Python 3.10 and 3.11 it returns normally when a cancel arrives just
+    as the event is set, so a batch the triggerer cancelled (the task marked failed, the trigger
+    moved) would go on buying predictions. ``asyncio.wait`` never swallows the cancel."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
 
 
 def write_results(results_path: str, rows: list[dict[str, Any]]) -> None:

@@ -789,3 +789,36 @@ def test_a_trigger_rebuilt_mid_batch_re_attaches_and_buys_nothing_twice(
     for n in range(6):
         assert_stored(sim, rows[f"img{n}"], out / f"img{n}.png")
     assert journal_files(out) == []
+
+
+def test_a_batch_trigger_cancelled_as_its_loop_wakes_stops_and_buys_nothing_more(
+    start_simulator: Callable[..., EachlabsSimulator], tmp_path: Path
+):
+    """The triggerer cancels a trigger when its task is marked failed or the trigger moves. A cancel
+    that lands in the same turn as a finished request wakes the batch's loop must still stop it;
+    ``asyncio.wait_for`` on Python 3.11 dropped such a cancel, and the batch bought on."""
+    sim = start_simulator(predict_seconds=3.0, max_in_flight=2)
+    out = tmp_path / "out"
+    operator = batch(out, keyed(6), deferrable=True, max_in_flight=2)
+    trigger = defer(operator, context())
+
+    async def cancel_as_it_wakes() -> None:
+        async def drain() -> None:
+            async for event in trigger.run():
+                pytest.fail(f"the cancelled trigger ran to the end: {event.payload}")
+
+        task = asyncio.ensure_future(drain())
+        while creates(sim) < 2:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the loop is asleep again, waiting for its next look
+        runner = trigger._runner
+        assert runner is not None
+        runner._wake.set()  # as a finished request does, in the same turn as the cancel
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_as_it_wakes())
+    time.sleep(4.0)  # longer than a prediction: a batch that went on would have bought more by now
+    assert creates(sim) == 2
+    assert not (out / RESULTS).exists()
