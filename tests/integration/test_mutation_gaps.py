@@ -762,8 +762,10 @@ def test_a_create_lost_every_time_is_sent_once_per_retry_then_fails_with_its_err
 def test_a_wait_that_times_out_logs_how_long_and_how_many_status_requests(
     eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
 ):
+    """Only status requests count: the hook's uploads and downloads before the wait do not."""
     eachlabs_conn.inject("create", "never_finish")
     hook = EachlabsHook()
+    hook.download(hook.upload_bytes(png_bytes(), "image/png"))
     prediction_id = hook.create_prediction("echo-test", {"text": "x"})
     with pytest.raises(api.PredictionTimeout) as caught:
         hook.wait_for_prediction(prediction_id, poll_interval=0.1, timeout=0.3)
@@ -932,3 +934,20 @@ def test_an_upload_names_the_headers_it_did_not_send_and_a_refused_target_in_ful
         f"refusing to upload to {target[:200]}: presigned URLs must be public https:// URLs "
         "(or on the API host itself)"
     )
+
+
+def test_a_create_logs_its_prediction_and_model(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    prediction_id = EachlabsHook().create_prediction("echo-test", {"text": "x"})
+    assert logged(capsys.readouterr().out, f"Created Eachlabs prediction {prediction_id} for model echo-test")
+
+
+def test_a_create_for_a_caller_that_paces_itself_raises_the_first_429(eachlabs_conn: EachlabsSimulator):
+    """The batch's pacer, not the hook, decides when to try again after a rate limit."""
+    eachlabs_conn.inject("create", "status", status=429, retry_after=1, message="Rate limit exceeded")
+    with pytest.raises(api.EachlabsRateLimitError) as caught:
+        EachlabsHook().submit_prediction("echo-test", {"text": "x"}, retry_rate_limits=False)
+    assert caught.value.retry_after == 1
+    assert eachlabs_conn.counters.create_requests == 1
+    assert eachlabs_conn.counters.creates == {}

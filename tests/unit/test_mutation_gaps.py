@@ -124,6 +124,22 @@ def test_an_unreadable_answer_is_quoted_in_the_error_up_to_200_characters():
     )
 
 
+def test_an_unreadable_answer_keeps_its_request_id():
+    with pytest.raises(api.EachlabsResponseError) as caught:
+        api.read_json(api.ApiResponse(200, {"X-Request-Id": "req-7"}, b"<html>"))
+    assert caught.value.request_id == "req-7"
+    assert str(caught.value).endswith("(request id req-7)")
+
+
+@pytest.mark.parametrize("status", [300, 301, 399])
+def test_every_3xx_answer_is_refused_as_a_redirect(status: int):
+    """HTTP 300 (Multiple Choices) too: the API's calls follow nothing, so no 3xx is an answer."""
+    with pytest.raises(EachlabsUnsafeAnswerError) as caught:
+        api.raise_for_status(api.ApiResponse(status, {"Location": "https://elsewhere.example"}, b"{}"))
+    assert caught.value.status_code == status
+    assert "refusing a redirect to https://elsewhere.example" in str(caught.value)
+
+
 # --- the API's answers ------------------------------------------------------------------------------
 
 
@@ -699,6 +715,18 @@ def test_a_presign_answer_missing_its_urls_or_with_odd_headers_is_a_response_err
 
 
 @pytest.mark.parametrize(
+    ("host", "kept"),
+    [
+        ("  https://API.EXAMPLE.BOX/ ", "https://API.EXAMPLE.BOX"),
+        ("http://127.0.0.1.:8080//", "http://127.0.0.1.:8080"),
+        ("", "https://api.eachlabs.ai"),
+    ],
+)
+def test_a_connection_host_is_kept_as_written_without_blanks_and_trailing_slashes(host: str, kept: str):
+    assert validate_api_host(host) == kept
+
+
+@pytest.mark.parametrize(
     ("host", "said"),
     [
         (
@@ -731,6 +759,7 @@ def test_a_connection_host_that_is_refused_says_why(host: str, said: str):
     ("host", "address"),
     [
         ("127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1.", "127.0.0.1"),
         ("LOCALHOST.", None),
         ("api.example.com.", None),
         ("[::1]", None),
@@ -754,6 +783,7 @@ def test_a_host_whose_last_label_is_a_number_must_be_a_dotted_quad(host: str):
         ("localhost", True),
         ("LocalHost.", True),
         ("127.0.0.1", True),
+        ("127.0.0.1.", True),
         ("::1", True),
         ("127.1", False),
         ("api.example.com", False),
