@@ -19,6 +19,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_eachlabs import api, schema, storage
+from airflow_provider_eachlabs.addresses import PUBLIC_URL_RULE
+from airflow_provider_eachlabs.exceptions import EachlabsInputError
 from airflow_provider_eachlabs.hooks.eachlabs import CLOCK_SKEW_SECONDS, EachlabsHook
 from airflow_provider_eachlabs.operators.prediction import EachlabsPredictionOperator
 from airflow_provider_eachlabs.testing import EachlabsSimulator
@@ -951,3 +953,55 @@ def test_a_create_for_a_caller_that_paces_itself_raises_the_first_429(eachlabs_c
     assert caught.value.retry_after == 1
     assert eachlabs_conn.counters.create_requests == 1
     assert eachlabs_conn.counters.creates == {}
+
+
+def test_output_path_without_waiting_is_refused_saying_where_to_give_it():
+    with pytest.raises(EachlabsInputError) as caught:
+        generic("echo-test", {"text": "x"}, output_path="/tmp/out.png", wait_for_completion=False)
+    assert str(caught.value) == (
+        "Invalid output_path='/tmp/out.png': is never written with wait_for_completion=False (the task "
+        "ends before the output exists): give output_path to the PredictionSensor that waits for the "
+        "prediction"
+    )
+
+
+def test_a_webhook_that_is_no_public_https_url_fails_the_task_naming_the_rule_before_anything_is_bought(
+    eachlabs_conn: EachlabsSimulator,
+):
+    task = generic("echo-test", {"text": "x"}, webhook_url="http://hooks.example.com/fills")
+    with pytest.raises(AirflowFailException) as failed:
+        task.execute(context())
+    assert str(failed.value) == f"Invalid webhook_url='http://hooks.example.com/fills': {PUBLIC_URL_RULE}"
+    assert eachlabs_conn.counters.create_requests == 0
+
+
+def test_a_task_without_output_path_claims_no_place_to_write():
+    assert generic("echo-test", {"text": "x"}).output_locations() == {}
+
+
+def test_a_retry_never_adopts_another_models_prediction_made_from_the_same_input(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    """The search for what a dead try bought asks for this model's executions only."""
+    image = eachlabs_conn.add_file(png_bytes())
+    store = RecordingStateStore({"eachlabs_prediction": {"sent_at": time.time() - 1}})
+    other = EachlabsHook().create_prediction("describe-image", {"image": image})
+    made = generic("upscale-image", {"image": image}, wait_for_completion=False).execute(context(store))
+    assert made != other
+    assert eachlabs_conn.predictions[made].model == "upscale-image"
+    assert "Found prediction" not in capsys.readouterr().out
+
+
+def test_a_retry_never_takes_an_earlier_tries_failed_prediction_for_the_one_a_dead_try_bought(
+    eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
+):
+    """Try 1's prediction failed; try 2 recorded its send and died before the create: try 3 finds
+    nothing to adopt, since the failed one is excluded, and says so."""
+    failed = finished_prediction(eachlabs_conn, error_code="INTERNAL_ERROR")
+    store = RecordingStateStore(
+        {"eachlabs_prediction": {"sent_at": time.time() - 1, "finished_ids": [failed]}}
+    )
+    made = generic("echo-test", {"text": "earlier try"}, wait_for_completion=False).execute(context(store))
+    assert made != failed
+    assert eachlabs_conn.counters.create_requests == 2
+    assert "Found prediction" not in capsys.readouterr().out
