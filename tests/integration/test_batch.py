@@ -678,6 +678,22 @@ def rebuilt(trigger: BatchTrigger) -> BatchTrigger:
     return again
 
 
+async def running_until_creates(
+    trigger: BatchTrigger, sim: EachlabsSimulator, count: int
+) -> asyncio.Future[None]:
+    """The trigger running as a task, returned once the simulator has seen ``count`` creates; the
+    task fails the test should the trigger ever finish, since each caller stops it first."""
+
+    async def drain() -> None:
+        async for event in trigger.run():
+            pytest.fail(f"the trigger finished before it was stopped: {event.payload}")
+
+    task = asyncio.ensure_future(drain())
+    while creates(sim) < count:
+        await asyncio.sleep(0.02)
+    return task
+
+
 def defer(operator: FluxFillBatchOperator, ctx: dict[str, Any]) -> BatchTrigger:
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(ctx)
@@ -755,13 +771,7 @@ def test_a_trigger_rebuilt_mid_batch_re_attaches_and_buys_nothing_twice(
     trigger = defer(operator, ctx)
 
     async def run_until_three_creates() -> None:
-        async def drain() -> None:
-            async for event in trigger.run():
-                pytest.fail(f"the first trigger finished before it was stopped: {event.payload}")
-
-        task = asyncio.ensure_future(drain())
-        while creates(sim) < 3:
-            await asyncio.sleep(0.02)
+        task = await running_until_creates(trigger, sim, 3)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -803,13 +813,7 @@ def test_a_batch_trigger_cancelled_as_its_loop_wakes_stops_and_buys_nothing_more
     trigger = defer(operator, context())
 
     async def cancel_as_it_wakes() -> None:
-        async def drain() -> None:
-            async for event in trigger.run():
-                pytest.fail(f"the cancelled trigger ran to the end: {event.payload}")
-
-        task = asyncio.ensure_future(drain())
-        while creates(sim) < 2:
-            await asyncio.sleep(0.02)
+        task = await running_until_creates(trigger, sim, 2)
         await asyncio.sleep(0.2)  # the loop is asleep again, waiting for its next look
         runner = trigger._runner
         assert runner is not None
