@@ -996,7 +996,7 @@ def test_a_retry_never_takes_an_earlier_tries_failed_prediction_for_the_one_a_de
     eachlabs_conn: EachlabsSimulator, capsys: pytest.CaptureFixture[str]
 ):
     """Try 1's prediction failed; try 2 recorded its send and died before the create: try 3 finds
-    nothing to adopt, since the failed one is excluded, and says so."""
+    nothing to adopt, since the failed one is excluded, and buys one new prediction."""
     failed = finished_prediction(eachlabs_conn, error_code="INTERNAL_ERROR")
     store = RecordingStateStore(
         {"eachlabs_prediction": {"sent_at": time.time() - 1, "finished_ids": [failed]}}

@@ -124,6 +124,9 @@ def test_an_unreadable_answer_is_quoted_in_the_error_up_to_200_characters():
     )
 
 
+# --- the API's answers ------------------------------------------------------------------------------
+
+
 def test_an_unreadable_answer_keeps_its_request_id():
     with pytest.raises(api.EachlabsResponseError) as caught:
         api.read_json(api.ApiResponse(200, {"X-Request-Id": "req-7"}, b"<html>"))
@@ -138,9 +141,6 @@ def test_every_3xx_answer_is_refused_as_a_redirect(status: int):
         api.raise_for_status(api.ApiResponse(status, {"Location": "https://elsewhere.example"}, b"{}"))
     assert caught.value.status_code == status
     assert "refusing a redirect to https://elsewhere.example" in str(caught.value)
-
-
-# --- the API's answers ------------------------------------------------------------------------------
 
 
 def test_the_executions_request_asks_for_one_page_of_one_models_executions():
