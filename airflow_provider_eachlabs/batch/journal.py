@@ -12,23 +12,60 @@ the events since the last one, and a reader replays the segments in order; past
 An item's create is announced (``sending``) and written before the create goes out, so a try that
 dies between the create and its answer leaves an item that is looked for among the account's
 predictions before anything is sent again, as the single-fill path does.
+
+Whoever can write ``output_path`` can write here too, so a replay trusts nothing it reads: entries for
+keys outside the batch's plan are ignored, and every other entry is checked (``_after``) and dropped
+when it is not one this provider writes. A file that cannot be read at all is a final error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
+import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections import Counter
+from collections.abc import Container, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import IO, Any
 
+from airflow_provider_eachlabs.api import check_prediction_id
 from airflow_provider_eachlabs.batch.folder import Folder
+from airflow_provider_eachlabs.exceptions import EachlabsBatchError, EachlabsError
+from airflow_provider_eachlabs.storage import reason
 
 JOURNAL_FOLDER = ".eachlabs-batch"
 PLAN_NAME = "plan.jsonl"
 SEGMENTS_BEFORE_SNAPSHOT = 256
 SENDING, CREATED, DONE, QUEUED = "sending", "created", "done", "queued"
+STATES = (QUEUED, SENDING, CREATED, DONE)
+SUCCESS = "success"
+ROW_STATUSES = (SUCCESS, "failed", "cancelled", "timeout", "not started", "invalid")
+# Every field a results row may have, and its type (None is always allowed but for key and status).
+_NUMBER = (int, float)
+ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "key": (str,),
+    "status": (str,),
+    "prediction_id": (str,),
+    "prediction_status": (str,),
+    "output_url": (str,),
+    "stored_path": (str,),
+    "sha256": (str,),
+    "bytes": (int,),
+    "cost": _NUMBER,
+    "predict_time": _NUMBER,
+    "error": (str,),
+    "error_code": (str,),
+    "final": (bool,),
+}
+# A snapshot of a hundred thousand items (inputs and rows) is about 130 MB of ASCII JSON; a file past
+# this cap was not written by this provider, and reading it would only exhaust the worker's memory.
+MAX_FILE_CHARS = 256 * 1024 * 1024
+_SEGMENT = re.compile(r"segment-(\d{9,18})-[0-9a-f]{8}\.jsonl")
+_SNAPSHOT = re.compile(r"snapshot-(\d{9,18})\.jsonl")
+_log = logging.getLogger(__name__)
 
 
 def journal_root(output_path: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
@@ -78,6 +115,25 @@ class JournalState:
             item.row = dict(event["row"])
             item.prediction_id = item.row.get("prediction_id") or item.prediction_id
 
+    def replayed(self, event: dict[str, Any], keys: Container[str], snapshot: bool) -> str:
+        """Apply one replayed ``event`` when it is one this provider writes for a key of the plan:
+        ``"applied"``, ``"foreign"`` (a key outside the plan) or ``"dropped"`` (see ``_after``)."""
+        if "upload" in event:
+            if not (isinstance(event["upload"], str) and isinstance(event.get("url"), str)):
+                return "dropped"
+            self.uploads[event["upload"]] = event["url"]
+            return "applied"
+        key = event.get("key")
+        if not isinstance(key, str):
+            return "dropped"
+        if key not in keys:
+            return "foreign"
+        item = _after(key, self.items.get(key), event, snapshot)
+        if item is None:
+            return "dropped"
+        self.items[key] = item
+        return "applied"
+
     def events(self) -> Iterator[dict[str, Any]]:
         """Events that rebuild this state, one per upload and per item: what a snapshot holds."""
         for digest, url in self.uploads.items():
@@ -103,20 +159,91 @@ class Journal:
         self._writer = secrets.token_hex(4)  # two writers never overwrite each other's segment
         self._segments = 0
 
-    def replay(self) -> JournalState:
-        """The state every earlier writer left; this writer's segments come after theirs."""
+    def replay(self, keys: Container[str], log: Any = _log) -> JournalState:
+        """The state every earlier writer left for the batch's ``keys`` (its plan); this writer's
+        segments come after theirs. Raises a final ``EachlabsBatchError`` naming a file that cannot
+        be read, so a retry does not read it again; entries it can read but not trust are dropped and
+        counted in one warning."""
         state = JournalState()
         names = sorted(self.folder.names())
+        for name in names:
+            if name.startswith(("segment-", "snapshot-")) and not _is_journal_file(name):
+                raise self._unreadable(name, "its name is not one this provider writes")
         snapshots = [name for name in names if name.startswith("snapshot-")]
         start = _seq_of(snapshots[-1]) if snapshots else 0
         segments = [name for name in names if name.startswith("segment-") and _seq_of(name) > start]
+        outcomes: Counter[str] = Counter()
         for name in snapshots[-1:] + segments:
-            for event in _events(self.folder.read(name)):
-                state.apply(event)
+            for event in self._read(name):
+                outcomes[state.replayed(event, keys, snapshot=name.startswith("snapshot-"))] += 1
+        if outcomes["foreign"] or outcomes["dropped"]:
+            log.warning(
+                "The batch's journal in %s holds %d entries for keys outside this batch and %d entries "
+                "this provider did not write; both were ignored (check who can write there)",
+                self.folder.root,
+                outcomes["foreign"],
+                outcomes["dropped"],
+            )
         self._seq = max([start, *(_seq_of(name) for name in segments)])
         self._segments = len(segments)
         self.state = state
         return state
+
+    def plan_keys(self) -> set[str]:
+        """Every key of the batch's plan (the items of the task's current try), read as a stream."""
+        if not self.folder.exists(PLAN_NAME):
+            raise self._unreadable(PLAN_NAME, "it does not exist; the task's next try writes it again")
+        with self.open_plan() as handle:
+            return {self.plan_line(line, number)[0] for number, line in enumerate(handle, start=1)}
+
+    def open_plan(self) -> IO[str]:
+        return self.folder.open_text(PLAN_NAME)
+
+    def plan_line(self, line: str, number: int) -> tuple[str, dict[str, Any] | None]:
+        """One line of the plan: an item's key, and the input to send when it is not the journal's."""
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            entry = None
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("key"), str)
+            and isinstance(entry.get("input", {}), dict)
+        ):
+            raise self._unreadable(PLAN_NAME, f"line {number} is not a plan entry")
+        return entry["key"], entry.get("input")
+
+    def _read(self, name: str) -> list[dict[str, Any]]:
+        """The events of one file, each a JSON object, or a final error naming the file."""
+        try:
+            with self.folder.open_text(name) as handle:
+                text = handle.read(MAX_FILE_CHARS + 1)
+        except FileNotFoundError:
+            raise  # a snapshot folded it away after the listing: a retry reads the snapshot instead
+        except (OSError, ValueError) as error:  # not a file; not UTF-8
+            raise self._unreadable(name, reason(error)) from None
+        if len(text) > MAX_FILE_CHARS:
+            raise self._unreadable(name, f"it is larger than {MAX_FILE_CHARS} characters")
+        events: list[dict[str, Any]] = []
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except (ValueError, RecursionError):
+                raise self._unreadable(name, f"line {number} is not JSON") from None
+            if not isinstance(event, dict):
+                raise self._unreadable(name, f"line {number} is not a JSON object")
+            events.append(event)
+        return events
+
+    def _unreadable(self, name: str, why: str) -> EachlabsError:
+        return EachlabsBatchError(
+            f"The batch's journal file {self.folder.root}/{name} cannot be read: {why}. This provider "
+            "did not write it as it is; check who can write there, then delete the file (deleting the "
+            "whole folder makes the next try buy every item again).",
+            final=True,
+        )
 
     def record(self, event: dict[str, Any]) -> None:
         self.state.apply(event)
@@ -171,7 +298,117 @@ def _lines(events: Iterable[Mapping[str, Any]]) -> bytes:
     return "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events).encode()
 
 
-def _events(content: bytes) -> Iterator[dict[str, Any]]:
-    for line in content.decode().splitlines():
-        if line.strip():
-            yield json.loads(line)
+def _is_journal_file(name: str) -> bool:
+    return bool(_SEGMENT.fullmatch(name) or _SNAPSHOT.fullmatch(name))
+
+
+_ITEM_FIELDS = frozenset(item.name for item in fields(ItemState))
+
+
+def _after(key: str, item: ItemState | None, event: Mapping[str, Any], snapshot: bool) -> ItemState | None:
+    """The item's state after a replayed ``event``, or None to drop the event.
+
+    A dropped event leaves the item where its last valid event left it, never at "new": an item the
+    journal validly says was sent, created or stored is looked for, re-attached to or kept, as if the
+    bad entry had never been written. So garbage never buys anything again. A well-formed entry must
+    also be a step this provider takes from that state: nothing follows a stored item but a re-read of
+    its own prediction; an item holding a prediction (created, or paid but not stored) is only queued
+    again naming that prediction (its failure) and only ended with it; and a result that names a
+    prediction must name the one the item holds. So a lone forged "done" cannot stand in for an item
+    never bought, and a forged "queued", "sending" or failure cannot make a created item bought again.
+    Whole items come only from a snapshot, which a replay reads first.
+    """
+    state = event.get("state")
+    if "item" in event:
+        whole = event["item"]
+        if not snapshot or item is not None or not isinstance(whole, dict) or set(whole) != _ITEM_FIELDS:
+            return None
+        new = ItemState(**whole)
+        return new if new.state == state and _well_formed(key, new) else None
+    if snapshot:
+        return None
+    old = item or ItemState(QUEUED)
+    holds = _holds(item)
+    new = replace(old)
+    if state == QUEUED and (not holds or event.get("id") == old.prediction_id):
+        new.state = QUEUED
+    elif state == SENDING and not holds:
+        new.state, new.sent_at, new.input = SENDING, event.get("at"), event.get("input")
+    elif state == CREATED and old.state == SENDING:
+        new.state, new.prediction_id, new.created_at = CREATED, event.get("id"), event.get("at")
+    elif state == DONE and isinstance(event.get("row"), dict):
+        row = event["row"]
+        named = row.get("prediction_id")
+        if (named is not None or holds) and (not holds or named != old.prediction_id):
+            return None
+        new.state, new.row, new.prediction_id = DONE, dict(row), named or old.prediction_id
+    else:
+        return None
+    if _stored(item) and not (new.state == DONE and new.prediction_id == old.prediction_id):
+        return None
+    return new if _well_formed(key, new) else None
+
+
+def _holds(item: ItemState | None) -> bool:
+    """Whether the item has a prediction bought for it that is not failed: created, or ended well."""
+    if item is None:
+        return False
+    row = item.row or {}
+    return item.state == CREATED or (
+        item.state == DONE and SUCCESS in (row.get("status"), row.get("prediction_status"))
+    )
+
+
+def _stored(item: ItemState | None) -> bool:
+    return item is not None and item.state == DONE and (item.row or {}).get("status") == SUCCESS
+
+
+def _well_formed(key: str, item: ItemState) -> bool:
+    """Every field of the right type, and what its state needs present."""
+    if item.state not in STATES or not (item.input is None or isinstance(item.input, dict)):
+        return False
+    if not (_time(item.sent_at) and _time(item.created_at) and _id(item.prediction_id)):
+        return False
+    if item.state == SENDING and (item.input is None or item.sent_at is None):
+        return False
+    if item.state == CREATED and (
+        item.input is None or item.prediction_id is None or item.created_at is None
+    ):
+        return False
+    if item.row is None or not _row(key, item.row):
+        return item.row is None and item.state != DONE
+    if item.state != DONE:
+        return True  # the row of an earlier round, kept until this round ends
+    status, named = item.row["status"], item.row.get("prediction_id")
+    if named not in (None, item.prediction_id) or (status == SUCCESS and named is None):
+        return False
+    return status != "invalid" or item.input is None
+
+
+def _row(key: str, row: Any) -> bool:
+    """A results row: its own key, a known status, and only known fields of the right types."""
+    if not isinstance(row, dict) or row.get("key") != key or row.get("status") not in ROW_STATUSES:
+        return False
+    for name, value in row.items():
+        if name not in ROW_FIELDS or not (value is None or _typed(value, ROW_FIELDS[name])):
+            return False
+    return _id(row.get("prediction_id")) and all(_time(row.get(n)) for n in ("cost", "predict_time", "bytes"))
+
+
+def _typed(value: Any, types: tuple[type, ...]) -> bool:
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+
+def _time(value: Any) -> bool:
+    """None, or a finite number that is not negative (a time, a cost, a size)."""
+    return value is None or (_typed(value, _NUMBER) and math.isfinite(value) and value >= 0)
+
+
+def _id(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        check_prediction_id(value)
+    except EachlabsError:
+        return False
+    return True

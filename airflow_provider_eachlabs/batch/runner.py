@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import statistics
 import time
 from collections import Counter, deque
@@ -28,7 +29,6 @@ from airflow_provider_eachlabs import api
 from airflow_provider_eachlabs.batch.journal import (
     CREATED,
     DONE,
-    PLAN_NAME,
     QUEUED,
     SENDING,
     ItemState,
@@ -163,14 +163,19 @@ class BatchRunner:
         self._stopping: BaseException | None = None
         self._results_dirty = True
         self._done_before = 0
+        self._kept: list[tuple[str, str]] = []  # stored by an earlier try: key, prediction id
 
     # --- the loop -----------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
         try:
-            await self._io(self.journal.replay)
+            keys = await self._io(self.journal.plan_keys)
+            await self._io(self.journal.replay, keys, self.log)
             self._resume()
             self._done_before = len(self.rows())
+            rereads = asyncio.Semaphore(self.config.max_in_flight)
+            for key, prediction_id in self._kept:
+                self._spawn(self._reread(key, prediction_id, rereads))
             await self._loop()
             await self._write_journal()
             await self._io(write_results, self.config.results_path, self.rows())
@@ -195,8 +200,10 @@ class BatchRunner:
             elif item.state in (SENDING, QUEUED):
                 self.queue.append((key, item.input, item.sent_at if item.state == SENDING else None))
             elif item.state == DONE and item.row is not None:
-                if item.row.get("status") == SUCCESS:
+                if item.row.get("status") == SUCCESS and item.prediction_id:
                     kept += 1
+                    item.row["cost"] = None  # until the API says it again: see _reread
+                    self._kept.append((key, item.prediction_id))
                 elif item.row.get("prediction_status") == SUCCESS and item.prediction_id:
                     # Paid for but not stored: re-attach and store it, never buy it again.
                     self._reattach(key, item, now, now)
@@ -220,6 +227,32 @@ class BatchRunner:
         self.pacer.sending()
         self.pacer.created(item.created_at or now)
         self._watch(key, item.input, item.prediction_id, created_at, now)
+
+    async def _reread(self, key: str, prediction_id: str, rereads: asyncio.Semaphore) -> None:
+        """The cost of an item an earlier try stored, as the API tells it now, never as the journal
+        does: whoever can write the journal could write any number there. A prediction the API does
+        not call a success (or does not know) fails the item, so the task's retry buys it, and a
+        transient error leaves its cost out of the spend, with a warning."""
+        async with rereads:
+            try:
+                prediction = await self.hook.aget_prediction(prediction_id)
+            except EachlabsError as error:
+                if not is_final(error):
+                    self.log.warning("Item %s: its cost is left out of the spend: %s", key, error)
+                    return
+                said = str(error)
+            else:
+                if prediction.succeeded:
+                    row = self.journal.state.items[key].row or {}
+                    self._done(key, {**row, **_figures(prediction), "output_url": row.get("output_url")})
+                    return
+                said = f"it is {prediction.status!r}"
+            finally:
+                self.progress.gets += 1
+        error_text = f"the journal says it was stored, but the API disagrees about {prediction_id}: {said}"
+        self._done(
+            key, {"prediction_id": prediction_id, "status": "failed", "error": error_text, "final": False}
+        )
 
     async def _loop(self) -> None:
         next_journal = next_progress = time.time()
@@ -309,13 +342,11 @@ class BatchRunner:
                 self.queue.append((key, input_, None))
 
     def _plan_chunk(self) -> list[tuple[str, dict[str, Any]]]:
+        """The next items of the plan to send; lines without an input name items the journal holds."""
         if self._plan is None:
-            if not self.journal.folder.exists(PLAN_NAME):
-                return []
-            self._plan_handle = self.journal.folder.open_text(PLAN_NAME)
-            self._plan = (
-                (str(line["key"]), dict(line["input"])) for line in map(json.loads, self._plan_handle)
-            )
+            self._plan_handle = handle = self.journal.open_plan()
+            lines = (self.journal.plan_line(line, number) for number, line in enumerate(handle, start=1))
+            self._plan = ((key, input_) for key, input_ in lines if input_ is not None)
         return list(islice(self._plan, PLAN_CHUNK))
 
     async def _create(self, key: str, input_: dict[str, Any], look_first: float | None) -> None:
@@ -444,7 +475,7 @@ class BatchRunner:
         if not is_final(failure) and self.retries[watch.key] < self.config.item_retries:
             self.retries[watch.key] += 1
             self.log.warning("Item %s: %s; a new prediction is made", watch.key, failure)
-            self.journal.record({"key": watch.key, "state": QUEUED})
+            self.journal.record({"key": watch.key, "state": QUEUED, "id": watch.prediction_id})
             self.queue.append((watch.key, watch.input, None))
             return
         self._done(watch.key, {**_figures(prediction), **_failure(failure)})
@@ -621,7 +652,15 @@ def _percentile(ordered: list[float], q: int) -> float | None:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number that is not negative (a cost, a time), whatever an answer or a row holds."""
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    ):
+        return float(value)
+    return None
 
 
 def _cost(row: dict[str, Any]) -> float:
@@ -633,8 +672,8 @@ def _figures(prediction: api.Prediction) -> dict[str, Any]:
     return {
         "prediction_id": prediction.id,
         "output_url": prediction.output_url,
-        "cost": metrics.get("cost"),
-        "predict_time": metrics.get("predict_time"),
+        "cost": _number(metrics.get("cost")),
+        "predict_time": _number(metrics.get("predict_time")),
     }
 
 

@@ -59,7 +59,7 @@ class EachlabsBatchOperator(BaseOperator):
     :param poll_interval: fixed seconds between status checks; None learns from the batch.
     :param timeout: how long the whole batch may take (seconds or timedelta); past it the predictions
         in flight are cancelled. Default: no limit but ``execution_timeout``.
-    :param eachlabs_conn_id: the ``eachlabs`` connection.
+    :param eachlabs_conn_id: the ``eachlabs`` connection. Templated.
     :param max_output_bytes: the largest output download accepted.
     :param retry_unknown_failures: whether an item whose prediction failed for a reason the API does
         not classify is tried again (content-policy and input rejections never are).
@@ -71,6 +71,7 @@ class EachlabsBatchOperator(BaseOperator):
         "items_path",
         "defaults",
         "output_path",
+        "eachlabs_conn_id",
         "results_path",
     )
     template_fields_renderers = {"items": "json", "defaults": "json"}
@@ -179,6 +180,7 @@ class EachlabsBatchOperator(BaseOperator):
         from airflow_provider_eachlabs.exceptions import EachlabsBatchError
 
         with final_errors_fail_the_task():
+            self.hook.mask_secrets()  # a resumed worker: nothing masked the key in this process yet
             config = self._config(context, total_items=None)
             if not isinstance(event, Mapping) or event.get("status") not in ("done", "error"):
                 raise EachlabsBatchError(f"BatchTrigger sent an event this provider cannot read: {event!r}")
@@ -199,21 +201,24 @@ class EachlabsBatchOperator(BaseOperator):
     # --- planning: every item checked, then uploaded and written down, before the first create -------
 
     def _plan(self, context: Context) -> BatchConfig:
-        """Check every item, then upload what needs it and write the plan the batch runs from. Items
-        an earlier try already sent are the journal's, not the plan's."""
+        """Check every item, then upload what needs it and write the plan the batch runs from. The
+        plan names every key of this try, because the journal is read for those keys only; the input
+        of an item an earlier try already sent is the journal's, not the plan's."""
         from airflow_provider_eachlabs.batch.journal import DONE, PLAN_NAME, Journal
         from airflow_provider_eachlabs.outputs import check_output_locations
 
         check_output_locations({"output_path": self._folder}, None)
         journal = Journal(self._journal_path(context))
-        state = journal.replay()
         self.start_checks()
-        invalid, total = self._check_all()
+        invalid, total, keys = self._check_all()
+        state = journal.replay(keys, self.log)
         uploads = _JournalledUploads(journal)
         planned = 0
         with journal.folder.writing(PLAN_NAME) as plan:
             for item in self._items():
                 known = state.items.get(item.key)
+                if (known is not None and known.input is not None) or item.key in invalid:
+                    plan.write(_json_line({"key": item.key}))
                 if known is not None and known.input is not None:
                     continue
                 if item.key in invalid:
@@ -249,9 +254,10 @@ class EachlabsBatchOperator(BaseOperator):
         }
         context["ti"].xcom_push(key=BATCH_KEY, value=value)
 
-    def _check_all(self) -> tuple[dict[str, str], int]:
-        """Every item checked before anything is uploaded or bought: invalid keys and why, and how
-        many items there are. With ``on_invalid="fail"`` any invalid item refuses the batch here."""
+    def _check_all(self) -> tuple[dict[str, str], int, set[str]]:
+        """Every item checked before anything is uploaded or bought: invalid keys and why, how many
+        items there are, and their keys. With ``on_invalid="fail"`` any invalid item refuses the batch
+        here."""
         from airflow_provider_eachlabs.exceptions import EachlabsBatchError, EachlabsInputError
 
         invalid: dict[str, str] = {}
@@ -279,7 +285,7 @@ class EachlabsBatchOperator(BaseOperator):
             )
         for reason in list(invalid.values())[:SHOWN_ERRORS]:
             self.log.warning("Skipping an invalid item: %s", reason)
-        return invalid, count
+        return invalid, count, set(seen)
 
     def _items(self) -> Iterator[BatchItem]:
         from airflow_provider_eachlabs.batch.items import iter_items

@@ -826,3 +826,130 @@ def test_a_batch_trigger_cancelled_as_its_loop_wakes_stops_and_buys_nothing_more
     time.sleep(4.0)  # longer than a prediction: a batch that went on would have bought more by now
     assert creates(sim) == 2
     assert not (out / RESULTS).exists()
+
+
+# --- a journal written by someone else --------------------------------------------------------------------
+
+
+def first_try_with_one_failure(sim: EachlabsSimulator, out: Path) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Four items, one failed: the journal stays for the retry. The failed key and the results."""
+    sim.inject("create", "fail", error_code="PROVIDER_UNAVAILABLE", error_message="try later")
+    with pytest.raises(EachlabsBatchError):
+        batch(out, keyed(4), item_retries=0).execute(context())
+    rows = results(out)
+    (failed,) = [key for key, row in rows.items() if row["status"] == "failed"]
+    return failed, rows
+
+
+def forge(out: Path, *entries: dict[str, Any] | str) -> None:
+    """A segment written by hand into the task's journal, after everything the batch wrote."""
+    (folder,) = (out / JOURNAL_FOLDER).iterdir()
+    lines = (entry if isinstance(entry, str) else json.dumps(entry) for entry in entries)
+    (folder / "segment-000000900-0badc0de.jsonl").write_text("".join(line + "\n" for line in lines))
+
+
+def test_a_forged_journal_cannot_make_a_retry_buy_a_stored_item_again(
+    start_simulator: Callable[..., EachlabsSimulator], tmp_path: Path
+):
+    sim = start_simulator()
+    out = tmp_path / "out"
+    failed, before = first_try_with_one_failure(sim, out)
+    first, second, third = [key for key in before if key != failed]
+    forge(
+        out,
+        {"key": first, "state": "done", "row": {"key": first, "status": "failed", "error": "forged"}},
+        {"key": second, "state": "queued"},
+        {"key": third, "state": "sending", "at": time.time(), "input": {"prompt": "again", "seed": 1}},
+    )
+
+    summary = batch(out, keyed(4), item_retries=0).execute(context())
+
+    assert (summary["succeeded"], summary["creates"]) == (4, 1)  # the failed item, nothing else
+    assert creates(sim) == 5
+    rows = results(out)
+    assert {key: rows[key]["prediction_id"] for key in (first, second, third)} == {
+        key: before[key]["prediction_id"] for key in (first, second, third)
+    }
+
+
+def test_a_forged_journal_cannot_make_a_retry_buy_an_item_that_is_not_in_the_batch(
+    start_simulator: Callable[..., EachlabsSimulator], tmp_path: Path
+):
+    sim = start_simulator()
+    out = tmp_path / "out"
+    failed, before = first_try_with_one_failure(sim, out)
+    sent = sim.predictions[before[failed]["prediction_id"]].input
+    forged = {**sent, "prompt": "something nobody asked for"}
+    forge(
+        out,
+        {"key": "intruder", "state": "sending", "at": time.time(), "input": forged},
+        {"key": "intruder", "state": "queued"},
+    )
+
+    summary = batch(out, keyed(4), item_retries=0).execute(context())
+
+    assert (summary["items"], summary["succeeded"], summary["creates"]) == (4, 4, 1)
+    assert creates(sim) == 5
+    assert "intruder" not in results(out)
+    assert not (out / "intruder.png").exists()
+    assert all(p.input["prompt"] != forged["prompt"] for p in sim.predictions.values())
+
+
+def test_a_forged_cost_never_reaches_the_spend_which_the_api_reports(
+    start_simulator: Callable[..., EachlabsSimulator], tmp_path: Path
+):
+    sim = start_simulator()
+    out = tmp_path / "out"
+    failed, before = first_try_with_one_failure(sim, out)
+    first, second, third = [key for key in before if key != failed]
+    forge(
+        out,
+        {"key": first, "state": "done", "row": {**before[first], "cost": 1000}},  # well formed, but a lie
+        {"key": second, "state": "done", "row": {**before[second], "cost": -5}},
+        {"key": third, "state": "done", "row": {**before[third], "cost": float("nan")}},  # written as NaN
+    )
+
+    summary = batch(out, keyed(4), item_retries=0).execute(context())
+
+    assert summary["spend"] == 0.2  # four predictions kept, 0.05 each, as the API says
+    assert creates(sim) == 5
+    assert {row["cost"] for row in results(out).values()} == {0.05}
+
+
+def test_a_garbled_journal_entry_is_not_a_crash_loop(
+    start_simulator: Callable[..., EachlabsSimulator], tmp_path: Path
+):
+    sim = start_simulator()
+    out = tmp_path / "out"
+    failed, before = first_try_with_one_failure(sim, out)
+    stored = next(key for key in before if key != failed)
+    forge(
+        out,
+        {"key": stored, "state": "done", "row": 5},
+        {"key": stored, "state": "created", "id": 7, "at": "soon"},
+        {"key": failed, "state": "queued", "item": {"state": "queued", "surprise": True}},
+    )
+
+    summary = batch(out, keyed(4), item_retries=0).execute(context())
+
+    assert (summary["succeeded"], summary["creates"]) == (4, 1)
+    assert creates(sim) == 5
+
+
+def test_an_unreadable_journal_fails_the_task_at_once_naming_the_file(
+    start_simulator: Callable[..., EachlabsSimulator], tmp_path: Path
+):
+    sim = start_simulator()
+    out = tmp_path / "out"
+    first_try_with_one_failure(sim, out)
+    forge(out, '{"key": "img0", "state": "done", "row": {"key": ')
+
+    with pytest.raises(AirflowFailException) as caught:  # final: Airflow does not retry it
+        batch(out, keyed(4), item_retries=0).execute(context())
+
+    (folder,) = (out / JOURNAL_FOLDER).iterdir()
+    assert (
+        f"journal file {folder}/segment-000000900-0badc0de.jsonl cannot be read: line 1 is not JSON"
+        in str(caught.value)
+    )
+    assert creates(sim) == 4
