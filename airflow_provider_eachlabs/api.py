@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -41,6 +41,7 @@ from airflow_provider_eachlabs.exceptions import (
     compact,
     request_id_suffix,
 )
+from airflow_provider_eachlabs.redaction import redact, redact_bytes, secret_forms
 
 if TYPE_CHECKING:
     from airflow_provider_eachlabs.settings import EachlabsSettings
@@ -342,6 +343,25 @@ class ApiResponse:
     @property
     def is_redirect(self) -> bool:
         return 300 <= self.status_code < 400
+
+    def redacted(self, secrets: Iterable[str | None], *, keep_success_body: bool = False) -> ApiResponse:
+        """This answer without the secrets, in its headers and its body, before anything reads it:
+        every error, prediction and trigger event built from it is then free of them.
+
+        ``keep_success_body`` leaves a 2xx body as it came: a downloaded image is bytes, not words.
+        """
+        found = tuple(secrets)
+        forms = [form.encode() for form in secret_forms(found)]
+        body = not (keep_success_body and 200 <= self.status_code < 300)
+        in_body = body and any(form in self.content for form in forms)
+        in_headers = any(form in str(value).encode() for value in self.headers.values() for form in forms)
+        if not (in_body or in_headers):
+            return self
+        return ApiResponse(
+            self.status_code,
+            {str(name): redact(str(value), found) for name, value in self.headers.items()},
+            redact_bytes(self.content, found) if body else self.content,
+        )
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

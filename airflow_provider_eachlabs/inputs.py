@@ -15,6 +15,10 @@ from airflow_provider_eachlabs.addresses import PUBLIC_URL_RULE, is_api_host_url
 from airflow_provider_eachlabs.exceptions import EachlabsInputError
 
 OUTPUT_FORMATS = ("jpg", "png")
+# The model page documents no length for the prompt; this is the provider's own cap on free text, so
+# that a template that pulled a whole document (or a runaway loop's output) into the prompt fails here
+# instead of being bought, sent in every retry and kept in XCom. No sensible prompt comes near it.
+MAX_PROMPT_CHARS = 10_000
 _INT_LITERAL = re.compile(r"[+-]?\d+")
 _NUMBER_LITERAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -58,13 +62,18 @@ def require_bool(field: str, value: Any) -> bool:
 RENDERED_NOTHING = "a template probably pulled nothing (check the task_ids and key of its xcom_pull)"
 
 
-def require_text(field: str, value: Any) -> str:
-    """Non-empty text. Empty text or the word ``None`` is what a template renders when its
-    ``xcom_pull`` found nothing: refused, so nobody pays for a fill of the prompt "None"."""
+def require_text(field: str, value: Any, max_chars: int | None = None) -> str:
+    """Non-empty text, of at most ``max_chars`` characters when given. Empty text or the word
+    ``None`` is what a template renders when its ``xcom_pull`` found nothing: refused, so nobody pays
+    for a fill of the prompt "None"."""
     if isinstance(value, str) and value.strip() in ("", "None"):
         raise EachlabsInputError(field, value, f"must be a non-empty string; {RENDERED_NOTHING}")
     if not isinstance(value, str):
         raise EachlabsInputError(field, value, "must be a non-empty string")
+    if max_chars is not None and len(value) > max_chars:
+        raise EachlabsInputError(
+            field, value, f"must be at most {max_chars:,} characters (it has {len(value):,})"
+        )
     return value
 
 
@@ -142,7 +151,7 @@ class FluxFillInput:
     ) -> FluxFillInput:
         """Check every field against the model page; ``image``/``mask`` may be URLs or files to upload."""
         return cls(
-            prompt=require_text("prompt", prompt),
+            prompt=require_text("prompt", prompt, MAX_PROMPT_CHARS),
             image=check_image_source("image", image, api_host),
             mask=None if mask is None else check_image_source("mask", mask, api_host),
             seed=None if seed is None else require_int("seed", seed),

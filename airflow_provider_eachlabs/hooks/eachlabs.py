@@ -30,6 +30,7 @@ from airflow_provider_eachlabs.exceptions import (
     PredictionTimeout,
 )
 from airflow_provider_eachlabs.polling import PollLoop, PollSchedule, expected_seconds_for
+from airflow_provider_eachlabs.redaction import redact_json
 from airflow_provider_eachlabs.settings import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -71,6 +72,8 @@ class EachlabsHook(BaseHook):
         self._settings: EachlabsSettings | None = None
         # Status requests sent by this hook (retries included): a wait reports them when it ends.
         self.status_requests = 0
+        # Secrets besides the key that the API was given and may repeat: a webhook secret.
+        self._also_redacted: set[str] = set()
 
     def __repr__(self) -> str:
         return f"EachlabsHook(eachlabs_conn_id={self.eachlabs_conn_id!r})"
@@ -116,6 +119,50 @@ class EachlabsHook(BaseHook):
     def host(self) -> str:
         return self.settings.host
 
+    # --- secrets --------------------------------------------------------------------------------
+
+    def redact_also(self, secret: str | None) -> None:
+        """Take ``secret`` (a webhook secret the API was sent) out of every answer, as the key is."""
+        if secret:
+            self._also_redacted.add(str(secret))
+
+    def _secrets(self, settings: EachlabsSettings) -> tuple[str, ...]:
+        return (settings.api_key, *sorted(self._also_redacted))
+
+    def _known_secrets(self) -> tuple[str, ...]:
+        """``_secrets`` for a task that resumes: without the key when this process cannot read the
+        connection, so that the event's own error is the one reported (the trigger already took the
+        key out of it; any request would raise the connection's error anyway)."""
+        try:
+            settings = self.settings
+        except Exception:
+            return tuple(sorted(self._also_redacted))
+        return self._secrets(settings)
+
+    def redact(self, value: Any) -> Any:
+        """``value`` (a trigger event: what the API said, carried through the triggerer) without the
+        key and the secrets given to ``redact_also``."""
+        return redact_json(value, self._known_secrets())
+
+    def mask_secrets(self) -> None:
+        """Register the key and the secrets given to ``redact_also`` with Airflow's log masker.
+
+        Wherever a task resumes (``execute_complete``) it runs in a process that never read the
+        connection before, and a failure event needs no request that would: without this, a secret
+        logged there is shown as it is.
+        """
+        from airflow.sdk.log import mask_secret
+
+        for secret in self._known_secrets():
+            mask_secret(secret)
+
+    async def amask_secrets(self) -> None:
+        """``mask_secrets`` for a trigger, without blocking the event loop every trigger shares."""
+        from airflow.sdk.log import amask_secret
+
+        for secret in self._secrets(await self.aget_settings()):
+            await amask_secret(secret)
+
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call, sent once: the newest execution (the model route needs no key).
 
@@ -147,6 +194,7 @@ class EachlabsHook(BaseHook):
 
         ``retry_rate_limits`` False raises a 429 at once, for a caller that paces its own creates.
         """
+        self.redact_also(webhook_secret)
         request = api.create_prediction_request(model, input, webhook_url, webhook_secret)
         prediction_id = self._call(request, api.read_created_prediction_id, rate_limits=retry_rate_limits)
         self.log.info("Created Eachlabs prediction %s for model %s", prediction_id, model)
@@ -326,7 +374,9 @@ class EachlabsHook(BaseHook):
                 oversize_error=EachlabsDownloadError,
                 public_only=not on_api_host,
             )
-            fetched = self._send(request, True, functools.partial(api.read_download, url=url))
+            fetched = self._send(
+                request, True, functools.partial(api.read_download, url=url), image_answer=True
+            )
             if isinstance(fetched, api.Download):
                 return fetched
             url = urljoin(url, fetched)
@@ -417,14 +467,19 @@ class EachlabsHook(BaseHook):
         deadline: float | None = None,
         counted: bool = False,
         rate_limits: bool = True,
+        *,
+        image_answer: bool = False,
     ) -> T:
+        """Send with the retry layer. Every answer is redacted of the secrets before ``read`` sees it
+        (but for the bytes of an ``image_answer`` that succeeded)."""
         from airflow_provider_eachlabs.transport import sync
 
         settings = self.settings
 
         def attempt() -> T:
             self.status_requests += counted
-            return read(sync.send(request, settings))
+            answer = sync.send(request, settings)
+            return read(answer.redacted(self._secrets(settings), keep_success_body=image_answer))
 
         return retrying.call_with_retries(
             attempt, settings, resendable=resendable, log=self.log, deadline=deadline, rate_limits=rate_limits
@@ -446,7 +501,8 @@ class EachlabsHook(BaseHook):
 
         async def attempt() -> T:
             self.status_requests += counted
-            return read(await aio.send(http_request, settings))
+            answer = await aio.send(http_request, settings)
+            return read(answer.redacted(self._secrets(settings)))
 
         result: T = await retrying.acall_with_retries(
             attempt, settings, resendable=request.resendable, log=self.log, deadline=deadline

@@ -134,12 +134,13 @@ class EachlabsPredictionOperator(BaseOperator):
 
         FluxFillOperator replaces this: it checks the model page's exact rules and uploads files.
         """
-        from airflow_provider_eachlabs.inputs import require_text
+        from airflow_provider_eachlabs.inputs import MAX_PROMPT_CHARS, require_text
         from airflow_provider_eachlabs.schema import check_against_schema, published_schema
 
         for field in ("prompt", "image", "mask"):
             if isinstance(self.input.get(field), str):
-                require_text(f"input.{field}", self.input[field])
+                cap = MAX_PROMPT_CHARS if field == "prompt" else None
+                require_text(f"input.{field}", self.input[field], cap)
         schema = published_schema(self.hook.host, self.model, self.hook.get_model, self.log)
         if schema is not None:
             check_against_schema(self.input, schema)
@@ -206,16 +207,23 @@ class EachlabsPredictionOperator(BaseOperator):
 
     def _check_webhook(self) -> None:
         """The webhook URL must be https; the secret is masked before anything can log it."""
-        if self.webhook_secret:
-            from airflow.sdk.log import mask_secret
-
-            mask_secret(str(self.webhook_secret))
+        self._guard_webhook_secret()
         if self.webhook_url:
             from airflow_provider_eachlabs.addresses import PUBLIC_URL_RULE, is_public_https_url
             from airflow_provider_eachlabs.exceptions import EachlabsInputError
 
             if not is_public_https_url(str(self.webhook_url)):
                 raise EachlabsInputError("webhook_url", self.webhook_url, PUBLIC_URL_RULE)
+
+    def _guard_webhook_secret(self) -> None:
+        """A literal webhook secret is masked in this process's logs and redacted from every answer
+        of the API, which was sent it and may repeat it; Airflow masks it by itself only when it came
+        from a connection or a Variable with a secret-sounding name."""
+        if self.webhook_secret:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(str(self.webhook_secret))
+            self.hook.redact_also(str(self.webhook_secret))
 
     def _submit_or_reattach(
         self, context: Context, record: TaskRecord
@@ -371,7 +379,11 @@ class EachlabsPredictionOperator(BaseOperator):
         """Resume after the trigger: check the event, fail with everything the API said, or finish."""
         self.prediction_id = str((event or {}).get("prediction_id") or "") or None
         with final_errors_fail_the_task(), outcome_reported(context, lambda: self.prediction_id, self.model):
-            return self._complete(context, event)
+            # A resumed worker: nothing masked the secrets in this process yet, and the trigger, which
+            # never holds the webhook secret, could not take it out of what the API said.
+            self._guard_webhook_secret()
+            self.hook.mask_secrets()
+            return self._complete(context, self.hook.redact(event))
 
     def _complete(self, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
         from airflow_provider_eachlabs.exceptions import PredictionTimeout

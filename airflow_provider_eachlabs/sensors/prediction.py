@@ -144,7 +144,8 @@ class PredictionSensor(BaseSensorOperator):
 
         self._id_checked = True  # checked before the deferral
         with final_errors_fail_the_task(), outcome_reported(context, self._checked_id, None):
-            return self._finish(context, prediction_from_event(event, self.prediction_id))
+            self.hook.mask_secrets()  # a resumed worker: nothing masked the key in this process yet
+            return self._finish(context, prediction_from_event(self.hook.redact(event), self.prediction_id))
 
     def _finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
         """The result dict, or the error a failed or cancelled prediction stands for.

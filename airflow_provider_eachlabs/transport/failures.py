@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from airflow_provider_eachlabs.exceptions import EachlabsConnectionError, EachlabsDownloadError, EachlabsError
+from airflow_provider_eachlabs.redaction import redact
 from airflow_provider_eachlabs.transport.body import BodyTooLarge
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ def as_eachlabs_error(
             f"{request.method} {request.url} took longer than the {settings.timeout:g}s request timeout",
             request_sent=True,
         )
-    detail = _root_cause(error)
+    # A library's reason can quote what the server sent (a status line it could not parse).
+    detail = redact(_root_cause(error), (settings.api_key,))
     if "wrong version number" in detail.lower():
         detail += (
             "; the host did not answer with TLS: if it serves plain HTTP on this machine (the "

@@ -42,6 +42,7 @@ class BatchTrigger(BaseTrigger):
         try:
             hook = batch_hook(config.eachlabs_conn_id, self.log)
             await hook.aget_settings()  # read here, on the loop: the creates in threads then reuse it
+            await hook.amask_secrets()  # this triggerer may never have read the connection before
             self._runner = BatchRunner(config, hook, self.log)
             async with aio.shared_session():
                 summary = await self._runner.run()

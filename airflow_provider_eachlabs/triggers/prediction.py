@@ -80,6 +80,7 @@ class PredictionTrigger(BaseTrigger):
 
         hook = EachlabsHook(self.eachlabs_conn_id)
         try:
+            await hook.amask_secrets()  # this triggerer may never have read the connection before
             loop = PollLoop(
                 api.check_prediction_id(self.prediction_id),
                 started_at=self.started_at,

@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_eachlabs.inputs import RENDERED_NOTHING, EachlabsInputError, FluxFillInput
+from airflow_provider_eachlabs.inputs import (
+    MAX_PROMPT_CHARS,
+    RENDERED_NOTHING,
+    EachlabsInputError,
+    FluxFillInput,
+)
 
 URL = "https://cdn.example.com/scene.png"
 API_HOST = "http://127.0.0.1:8765"
@@ -161,3 +166,12 @@ def test_rendered_template_text_is_read_as_the_value_it_spells(field: str, text:
 def test_rendered_text_still_obeys_the_range(field: str, text: str):
     with pytest.raises(EachlabsInputError, match=f"Invalid {field}='{text}'"):
         validate(**{field: text})
+
+
+def test_a_prompt_longer_than_the_cap_is_refused_naming_the_field_a_shortened_value_and_the_rule():
+    assert validate(prompt="x" * MAX_PROMPT_CHARS).prompt == "x" * MAX_PROMPT_CHARS
+    with pytest.raises(EachlabsInputError) as caught:
+        validate(prompt="x" * (MAX_PROMPT_CHARS + 1))
+    assert str(caught.value) == (
+        f"Invalid prompt='{'x' * 116}...: must be at most 10,000 characters (it has 10,001)"
+    )
