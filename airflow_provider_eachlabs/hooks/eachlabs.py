@@ -163,6 +163,12 @@ class EachlabsHook(BaseHook):
         for secret in self._secrets(await self.aget_settings()):
             await amask_secret(secret)
 
+    def answer_at_once(self, timeout: float) -> None:
+        """Send every request of this hook once, each within ``timeout`` seconds in total: for a
+        person waiting on a page, where a retry's wait would hold a server thread for minutes."""
+        settings = self.settings
+        self._settings = dataclasses.replace(settings, max_retries=0, timeout=min(timeout, settings.timeout))
+
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call, sent once: the newest execution (the model route needs no key).
 

@@ -54,6 +54,7 @@ class FluxFillOperator(EachlabsPredictionOperator):
         "webhook_url",
         "webhook_secret",
         "output_path",
+        "eachlabs_conn_id",
         "output_name",
         "preview_path",
     )

@@ -41,7 +41,7 @@ class EachlabsPredictionOperator(BaseOperator):
     :param model: the model slug, e.g. ``flux-fill-pro``. Templated.
     :param input: the model's input object. Templated. Checked before the create against the JSON
         Schema the API publishes for the model (``GET /v1/model``), so bad input costs nothing.
-    :param eachlabs_conn_id: the ``eachlabs`` connection holding the API key.
+    :param eachlabs_conn_id: the ``eachlabs`` connection holding the API key. Templated.
     :param deferrable: wait in the triggerer, freeing the worker slot. Defaults to
         ``[operators] default_deferrable``.
     :param wait_for_completion: False submits and returns the prediction id for a downstream sensor.
@@ -71,6 +71,7 @@ class EachlabsPredictionOperator(BaseOperator):
         "webhook_secret",
         "output_path",
         "output_name",
+        "eachlabs_conn_id",
     )
     template_fields_renderers = {"input": "json"}
     operator_extra_links = (EachlabsPredictionLink(),)

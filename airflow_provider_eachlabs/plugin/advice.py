@@ -47,4 +47,5 @@ def advice(outcome: Mapping[str, Any]) -> str:
     status = str(outcome.get("status") or "")
     if status in _BY_STATUS:
         return _BY_STATUS[status]
-    return _BY_CAUSE[failure_cause(outcome.get("error_code"))]
+    code = outcome.get("error_code")
+    return _BY_CAUSE[failure_cause(code if isinstance(code, str) else None)]

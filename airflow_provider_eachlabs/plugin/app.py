@@ -5,14 +5,17 @@ the plugin's lazy ``fastapi_apps``), so it imports FastAPI, Jinja2 and Airflow's
 Every route uses Airflow's own login: the task routes ask the auth manager for read access to the
 task instances of the DAG in their path (``requires_access_dag``), the overview lists only the DAGs
 the user may read. Pages are addressed by dag, run, task and map index; what they show comes from
-what that task recorded. The API key stays here: the live status is fetched by the api-server, and
-no page, image or answer carries it.
+what that task recorded, and what the api-server does for them (which connection, which files) from
+the DAG (``authority.py``). The API key stays here: the live status is fetched by the api-server,
+and no page, image or answer carries it. Every answer carries a Content-Security-Policy that lets
+only this page's own scripts run, and may be framed only by Airflow's own pages.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import secrets
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from airflow_provider_eachlabs.links import task_tab_path
 from airflow_provider_eachlabs.plugin.advice import advice
-from airflow_provider_eachlabs.plugin.batches import BatchResults, batch_results
+from airflow_provider_eachlabs.plugin.batches import BatchResults, batch_results, batch_row
 from airflow_provider_eachlabs.plugin.images import (
     KINDS,
     Picture,
@@ -38,6 +41,7 @@ from airflow_provider_eachlabs.plugin.images import (
     picture,
     unrecorded,
 )
+from airflow_provider_eachlabs.plugin.live import live_status
 from airflow_provider_eachlabs.plugin.records import Row, TaskView, overview, task_view
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -47,10 +51,35 @@ OK_STATUSES = frozenset({"success", "succeeded"})
 BAD_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "timeout"})
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="Eachlabs", docs_url=None, redoc_url=None, openapi_url=None)
+# Scripts run only with the nonce of their own answer; styles are inline in the templates; images
+# come from this app (a missing thumbnail is an SVG it draws); only Airflow's pages may frame it.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'self'"
+)
+
+
+def template_environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     env.globals.update(money=_money, seconds=_seconds, percent=_percent)
+    return env
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Eachlabs", docs_url=None, redoc_url=None, openapi_url=None)
+    env = template_environment()
+
+    @app.middleware("http")
+    async def hardened(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request.state.nonce = secrets.token_urlsafe(16)
+        answer = await call_next(request)
+        answer.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.format(nonce=request.state.nonce)
+        answer.headers["X-Content-Type-Options"] = "nosniff"
+        answer.headers["X-Frame-Options"] = "SAMEORIGIN"
+        answer.headers["Referrer-Policy"] = "same-origin"
+        return answer
+
     can_read_task = [Depends(requires_access_dag("GET", DagAccessEntity.TASK_INSTANCE))]
 
     def view_or_404(session: Any, dag_id: str, run_id: str, task_id: str, map_index: str | None) -> TaskView:
@@ -70,23 +99,8 @@ def create_app() -> FastAPI:
     ) -> HTMLResponse:
         view = view_or_404(session, dag_id, run_id, task_id, map_index)
         base = f"{request.scope.get('root_path', '')}/ti/{_path(dag_id, run_id, task_id)}"
-        query = f"map_index={view.map_index}"
-        if view.batch:
-            return HTMLResponse(_batch_page(env, view, base, query), headers={"Cache-Control": "no-store"})
-        status = _shown_status(view)
-        page = env.get_template("task.html").render(
-            view=view,
-            status=status,
-            badge=_badge(status),
-            duration=_duration(view),
-            failure=_failure(view),
-            parameters=_parameters(view.input),
-            has_history=len(view.attempts) > 1 or _has_task_state_store(),
-            status_url=f"{base}/status?{query}",
-            image_url=lambda kind: f"{base}/image/{kind}?{query}&try={view.try_number}",
-            unrecorded=lambda kind: unrecorded(view, kind),
-        )
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        nonce = request.state.nonce
+        return HTMLResponse(render_task_page(env, view, base, nonce), headers={"Cache-Control": "no-store"})
 
     @app.get("/ti/{dag_id}/{run_id}/{task_id}/status", dependencies=can_read_task)
     def task_status(
@@ -95,8 +109,8 @@ def create_app() -> FastAPI:
         """The prediction's status as the API reports it now, for a page whose task still waits."""
         view = view_or_404(session, dag_id, run_id, task_id, map_index)
         answer: dict[str, Any] = {"task_state": view.state, "elapsed": _duration(view)}
-        if view.prediction_id and view.waiting:
-            answer.update(_live_status(view))
+        if view.prediction_id and view.waiting and view.authority.conn_id:
+            answer.update(live_status(view.authority.conn_id, view.prediction_id, _badge))
         else:
             status = _shown_status(view)
             answer.update(status=status, badge=_badge(status))
@@ -129,12 +143,10 @@ def create_app() -> FastAPI:
     ) -> Response:
         """One batch item's stored output, found by its key in the batch's own results manifest."""
         view = view_or_404(session, dag_id, run_id, task_id, map_index)
-        path = view.batch.get("results_path")
-        if not isinstance(path, str):
-            raise HTTPException(404, "this task is not a batch")
-        return image_answer(
-            lambda: batch_picture(view, batch_results(path).by_key.get(key), thumbnail=thumb), thumb
-        )
+        path, folder = view.authority.manifest_path, view.authority.output_path
+        if not view.batch or path is None or folder is None:
+            raise HTTPException(404, "this task is not a batch, or its output_path is not known here")
+        return image_answer(lambda: batch_picture(view, batch_row(path, folder, key), thumbnail=thumb), thumb)
 
     @app.get("/", response_class=HTMLResponse)
     def overview_page(
@@ -165,23 +177,47 @@ def create_app() -> FastAPI:
             return task_tab_path(row.dag_id, row.run_id, row.task_id, row.map_index, ui_base or "/")
 
         page = env.get_template("overview.html").render(
-            overview=found, filters=filters, limit=OVERVIEW_ROWS, thumb_url=thumb_url, tab_url=tab_url
+            nonce=request.state.nonce,
+            overview=found,
+            filters=filters,
+            limit=OVERVIEW_ROWS,
+            thumb_url=thumb_url,
+            tab_url=tab_url,
         )
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     return app
 
 
-BATCH_THUMBNAILS = 48
-BATCH_FAILURES_SHOWN = 50
+def render_task_page(env: Environment, view: TaskView, base: str, nonce: str) -> str:
+    """A task's tab: one fill with its images and tries, or a batch's counts and outputs."""
+    query = f"map_index={view.map_index}"
+    if view.batch:
+        return _batch_page(env, view, base, query, nonce)
+    status = _shown_status(view)
+    return env.get_template("task.html").render(
+        nonce=nonce,
+        view=view,
+        status=status,
+        badge=_badge(status),
+        duration=_duration(view),
+        failure=_failure(view),
+        parameters=_parameters(view.input),
+        has_history=len(view.attempts) > 1 or _has_task_state_store(),
+        status_url=f"{base}/status?{query}",
+        image_url=lambda kind: f"{base}/image/{kind}?{query}&try={view.try_number}",
+        unrecorded=lambda kind: unrecorded(view, kind),
+    )
 
 
 def image_answer(load: Callable[[], Picture], thumb: bool) -> Response:
     """An image, or why it cannot be shown: as text for the full-size link, as a drawn "no image"
     for a thumbnail (so a page of them shows no broken image and logs no console error)."""
+    from airflow_provider_eachlabs.plugin.files import Refused
+
     try:
         found = load()
-    except Unavailable as why:
+    except (Unavailable, Refused, ValueError) as why:
         if not thumb:
             return PlainTextResponse(str(why), status_code=404)
         # Not kept by the browser: the output may be readable again on the next view.
@@ -194,23 +230,32 @@ def image_answer(load: Callable[[], Picture], thumb: bool) -> Response:
     )
 
 
-def _batch_page(env: Environment, view: TaskView, base: str, query: str) -> str:
+def _batch_page(env: Environment, view: TaskView, base: str, query: str, nonce: str) -> str:
     """A batch task's tab: its counts and spend, a grid of its newest outputs, and what failed."""
-    path = str(view.batch.get("results_path") or "")
+    path, folder = view.authority.manifest_path, view.authority.output_path
     problem = None
-    try:
-        results = batch_results(path)
-    except (OSError, ValueError) as error:
-        results, problem = BatchResults([], {}), f"{path} cannot be read here ({error})"
-    summary = view.result if "items" in view.result else {}
+    results = BatchResults()
+    if path is None or folder is None:
+        problem = (
+            f"the results cannot be read here: {view.authority.unknown or 'the batch has no output_path'}"
+        )
+    else:
+        try:
+            results = batch_results(path, folder)
+        except ValueError as error:  # refused by the path rules, or too large to read
+            problem = str(error)
+        except OSError as error:
+            problem = f"{path} cannot be read here ({type(error).__name__})"
+    total = view.batch.get("items")
     return env.get_template("batch.html").render(
+        nonce=nonce,
         view=view,
         results=results,
-        summary=summary,
         problem=problem,
-        total=view.batch.get("items"),
-        newest=list(reversed(results.stored))[:BATCH_THUMBNAILS],
-        failures=results.failed[:BATCH_FAILURES_SHOWN],
+        manifest=path,
+        total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+        newest=results.newest,
+        failures=results.failures,
         thumb_url=lambda key: f"{base}/batch/{quote(str(key), safe='')}?{query}&thumb=true",
         image_url=lambda key: f"{base}/batch/{quote(str(key), safe='')}?{query}",
         advice=advice,
@@ -263,22 +308,6 @@ def _badge(status: str) -> str:
         if status in BAD_STATUSES or status == "task failed"
         else "wait"
     )
-
-
-def _live_status(view: TaskView) -> dict[str, Any]:
-    """The API's word on the prediction now, fetched with the connection's key on this server."""
-    from airflow_provider_eachlabs.exceptions import EachlabsError
-    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
-    from airflow_provider_eachlabs.settings import DEFAULT_CONN_ID
-
-    assert view.prediction_id is not None
-    try:
-        prediction = EachlabsHook(str(view.request.get("conn_id") or DEFAULT_CONN_ID)).get_prediction(
-            view.prediction_id
-        )
-    except EachlabsError as error:
-        return {"status": "unknown", "badge": "wait", "error": str(error)}
-    return {"status": prediction.status, "badge": _badge(prediction.status)}
 
 
 def _duration(view: TaskView) -> str:

@@ -1,10 +1,11 @@
-"""The before | mask | after images of a task instance, fetched only from where the task recorded them.
+"""The before | mask | after images of a task instance, fetched only where the DAG allows.
 
-There is no open proxy here: the sources are the input URLs the task sent and the output it stored
-(or the output URL while it lives), read from the task's own XCom. Every fetch goes through the
-hook's download, so it gets the operator's rules (public https or the API host, no key, checked
-redirects, the size cap), and a stored output must be a whole image within the same cap. A stored
-output is preferred to its URL: it outlives the API's delivery URL.
+There is no open proxy here. The task's XCom says which input URLs it sent and where it stored its
+output, but it is display data: a URL is fetched through the hook's download on the DAG's own
+Eachlabs connection, with the operator's rules (public https or the API host, no key, checked
+redirects, the size cap), sent once; a stored file is read only inside the task's rendered
+``output_path`` (``files.py``). A stored output is preferred to its URL: it outlives the API's
+delivery URL. Why an image is not shown is said in the provider's own words.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from airflow_provider_eachlabs.exceptions import EachlabsError
 from airflow_provider_eachlabs.imageinfo import MAX_DECODE_PIXELS, is_whole_image, read_image_info
+from airflow_provider_eachlabs.plugin.files import read_inside
+from airflow_provider_eachlabs.plugin.live import call_at_once, in_words, page_hook
 from airflow_provider_eachlabs.plugin.records import TaskView
 from airflow_provider_eachlabs.settings import MAX_OUTPUT_BYTES
 
@@ -47,8 +48,8 @@ def picture(view: TaskView, kind: str, *, thumbnail: bool = False) -> Picture:
     for label, load in _sources(view, kind):
         try:
             found = _checked(load())
-        except (EachlabsError, OSError, ValueError) as error:
-            reasons.append(f"{label}: {error}")
+        except Exception as error:
+            reasons.append(f"{label}: {_why(error)}")
             continue
         if not thumbnail:
             return found
@@ -70,7 +71,7 @@ def _sources(view: TaskView, kind: str) -> list[tuple[str, Callable[[], bytes]]]
     if kind == "after":
         if view.stored_path:
             stored = view.stored_path
-            sources.append((f"the stored output {stored}", lambda: _read_stored(stored)))
+            sources.append((f"the stored output {stored}", lambda: _read_stored(view, stored)))
         if view.output_url:
             url = view.output_url
             sources.append((f"the output URL {url}", lambda: _download(view, url)))
@@ -97,52 +98,50 @@ def _nothing_recorded(view: TaskView, kind: str) -> str:
 
 
 def _download(view: TaskView, url: str) -> bytes:
-    from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
-    from airflow_provider_eachlabs.settings import DEFAULT_CONN_ID
-
-    conn_id = str(view.request.get("conn_id") or DEFAULT_CONN_ID)
-    return EachlabsHook(conn_id).download(url, MAX_OUTPUT_BYTES).content
-
-
-def _read_stored(path: str) -> bytes:
-    """At most ``MAX_OUTPUT_BYTES`` of the stored output, local or on object storage."""
-    return read_limited(path, MAX_OUTPUT_BYTES)
+    """A recorded URL, fetched on the DAG's own connection (never one XCom names), sent once."""
+    conn_id = view.authority.conn_id
+    if conn_id is None:
+        raise Unavailable(view.authority.unknown or "the task names no Eachlabs connection")
+    return bytes(call_at_once(lambda: page_hook(conn_id).download(url, MAX_OUTPUT_BYTES).content))
 
 
-def read_limited(path: str, limit: int) -> bytes:
-    """A file the task recorded, local or on object storage, refused past ``limit`` bytes."""
-    parts = urlsplit(path)
-    if "://" not in path or parts.scheme == "file":
-        with Path(unquote(parts.path) if parts.scheme == "file" else path).open("rb") as handle:
-            content = handle.read(limit + 1)
-    else:
-        from airflow.sdk import ObjectStoragePath
+def _read_stored(view: TaskView, path: str) -> bytes:
+    """At most ``MAX_OUTPUT_BYTES`` of the stored output, found inside the task's ``output_path``."""
+    folder = view.authority.output_path
+    if folder is None:
+        raise Unavailable(view.authority.unknown or "the task has no output_path")
+    return read_inside(path, folder, MAX_OUTPUT_BYTES)
 
-        with ObjectStoragePath(path).open("rb") as handle:  # type: ignore[no-untyped-call]
-            content = handle.read(limit + 1)
-    if len(content) > limit:
-        raise ValueError(f"larger than the {limit} byte limit")
-    return bytes(content)
+
+def _why(error: BaseException) -> str:
+    """Why a source could not be read: this module's and the path rules' words as they are, the
+    provider's own sentence for anything that came from another host."""
+    from airflow_provider_eachlabs.plugin.files import Refused
+
+    if isinstance(error, (Unavailable, Refused, ValueError)) and not isinstance(error, EachlabsError):
+        return str(error)
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, OSError):
+        return f"it cannot be read ({type(error).__name__})"
+    return in_words(error)
 
 
 def batch_picture(view: TaskView, row: dict[str, Any] | None, *, thumbnail: bool) -> Picture:
     """The stored output of one batch item, from the path its results row gives, which must lie in
-    the batch's ``output_path``: a row never makes this server read anything else."""
+    the batch's rendered ``output_path``: a row never makes this server read anything else."""
     if row is None:
         raise Unavailable("no such item in the batch's results")
     stored = row.get("stored_path")
-    folder = str(view.batch.get("output_path") or "")
     if not isinstance(stored, str) or not stored:
-        raise Unavailable(f"item {row.get('key')!r} has no stored output ({row.get('status')})")
-    if not folder or not stored.startswith(folder) or ".." in stored[len(folder) :]:
-        raise Unavailable(f"item {row.get('key')!r} is stored outside the batch's output_path")
+        raise Unavailable(f"item {str(row.get('key'))[:80]!r} has no stored output")
     key = (view.dag_id, view.run_id, view.task_id, view.map_index, "batch", stored)
     if thumbnail and (kept := _thumbnails.get(key)) is not None:
         return kept
     try:
-        found = _checked(_read_stored(stored))
-    except (OSError, ValueError) as error:
-        raise Unavailable(f"the stored output {stored}: {error}") from None
+        found = _checked(_read_stored(view, stored))
+    except Exception as error:
+        raise Unavailable(f"the stored output {stored[:200]}: {_why(error)}") from None
     if not thumbnail:
         return found
     small = _thumbnail(found)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_eachlabs.plugin.authority import NO_AUTHORITY, Authority, task_authority
 from airflow_provider_eachlabs.record import RECORD_KEY
 from airflow_provider_eachlabs.results import BATCH_KEY, OUTCOME_KEY, PREDICTION_ID_KEY, REQUEST_KEY
 
@@ -59,6 +60,8 @@ class TaskView:
     # A batch task's plan (model, results manifest, output folder, item count); empty for one fill.
     batch: dict[str, Any] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
+    # The connection and the places the DAG gave the task: the only ones the api-server acts on.
+    authority: Authority = NO_AUTHORITY
 
     @property
     def waiting(self) -> bool:
@@ -71,11 +74,27 @@ class TaskView:
 
     @property
     def stored_path(self) -> str | None:
-        return self.outcome.get("stored_path") or self.result.get("stored_path")
+        return _text(self.outcome.get("stored_path") or self.result.get("stored_path"))
 
     @property
     def output_url(self) -> str | None:
-        return self.outcome.get("output_url") or self.result.get("output_url")
+        return _text(self.outcome.get("output_url") or self.result.get("output_url"))
+
+
+def _prediction_id(value: Any) -> str | None:
+    """A recorded prediction id that is a safe token (it goes into the API's URL path), else None."""
+    from airflow_provider_eachlabs.api import check_prediction_id
+    from airflow_provider_eachlabs.exceptions import EachlabsError
+
+    try:
+        return check_prediction_id(value)
+    except EachlabsError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    """A recorded string, or None for anything else a hostile XCom may hold in its place."""
+    return value if isinstance(value, str) and value else None
 
 
 def task_view(session: Session, dag_id: str, run_id: str, task_id: str, map_index: int) -> TaskView | None:
@@ -106,7 +125,7 @@ def task_view(session: Session, dag_id: str, run_id: str, task_id: str, map_inde
     )
     xcoms = _xcoms(session, dag_id, run_id, task_id, map_index)
     prediction_id = xcoms.get(PREDICTION_ID_KEY)
-    view.prediction_id = prediction_id if isinstance(prediction_id, str) else None
+    view.prediction_id = _prediction_id(prediction_id)
     for name, key in (
         ("request", REQUEST_KEY),
         ("outcome", OUTCOME_KEY),
@@ -117,6 +136,7 @@ def task_view(session: Session, dag_id: str, run_id: str, task_id: str, map_inde
         if isinstance(value, dict):
             setattr(view, name, value)
     view.attempts = _attempts(session, view)
+    view.authority = task_authority(session, ti)
     return view
 
 

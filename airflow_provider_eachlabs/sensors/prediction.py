@@ -40,7 +40,7 @@ class PredictionSensor(BaseSensorOperator):
 
     :param prediction_id: the prediction to watch. Templated, e.g.
         ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
-    :param eachlabs_conn_id: the ``eachlabs`` connection.
+    :param eachlabs_conn_id: the ``eachlabs`` connection. Templated.
     :param deferrable: wait in the triggerer. Defaults to ``[operators] default_deferrable``.
     :param poke_interval: seconds between checks (poke mode, and the trigger's interval).
     :param output_path: where to store the output files, exactly as the operators' ``output_path``
@@ -52,7 +52,7 @@ class PredictionSensor(BaseSensorOperator):
     the stored files when ``output_path`` is given.
     """
 
-    template_fields: Sequence[str] = ("prediction_id", "output_path", "output_name")
+    template_fields: Sequence[str] = ("prediction_id", "output_path", "output_name", "eachlabs_conn_id")
     operator_extra_links = (EachlabsPredictionLink(),)
 
     def __init__(
