@@ -49,8 +49,12 @@ class TaskRecord:
     reported_ids: list[str] = field(default_factory=list)
     # The input the last create sent (when small), so a re-attaching try can show what was asked.
     sent_input: dict[str, Any] | None = None
-    # Each try's prediction and how the try got it (created, re-attached, found): the UI's history.
+    # Each try's prediction, how the try got it (bought, re-used, found, refused) and why: the UI's
+    # history.
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # What the current prediction was bought for (``reruns``): its input's key and field digests, the
+    # try that bought it, whether fresh_prediction was set, and the max_tries of that run or clear.
+    bought: dict[str, Any] = field(default_factory=dict)
     stored: bool = True
 
     @property
@@ -74,6 +78,7 @@ class TaskRecord:
         reported = body.get("reported_ids")
         attempts = body.get("attempts")
         sent_input = body.get("sent_input")
+        bought = body.get("bought")
         return cls(
             sent_at=_number(body.get("sent_at")),
             prediction_id=check_prediction_id(body["id"]) if body.get("id") else None,
@@ -85,14 +90,18 @@ class TaskRecord:
             attempts=[dict(a) for a in attempts if isinstance(a, Mapping)]
             if isinstance(attempts, list)
             else [],
+            bought=dict(bought) if isinstance(bought, Mapping) else {},
         )
 
-    def sending(self, now: float, input: dict[str, Any] | None = None) -> None:
+    def sending(
+        self, now: float, input: dict[str, Any] | None = None, bought: Mapping[str, Any] | None = None
+    ) -> None:
         """About to send a create: whatever an earlier try created is finished with."""
         if self.prediction_id:
             self.finished_ids.append(self.prediction_id)
         self.sent_at, self.prediction_id, self.started_at = now, None, None
         self.sent_input = input
+        self.bought = dict(bought or {})
 
     def created(self, prediction_id: str, now: float) -> None:
         self.prediction_id, self.started_at = prediction_id, now
@@ -115,6 +124,8 @@ class TaskRecord:
             body["sent_input"] = self.sent_input
         if self.attempts:
             body["attempts"] = list(self.attempts)
+        if self.bought:
+            body["bought"] = dict(self.bought)
         if self.sent_at is not None:
             body["sent_at"] = self.sent_at
         if self.prediction_id:

@@ -91,15 +91,24 @@ def small_json(value: Any, limit: int) -> Any:
 
 
 def request_record(
-    *, prediction_id: str, model: str | None, conn_id: str, input: Any, how: str, try_number: int | None
+    *,
+    prediction_id: str,
+    model: str | None,
+    conn_id: str,
+    input: Any,
+    how: str,
+    why: str,
+    try_number: int | None,
 ) -> dict[str, Any]:
-    """The ``eachlabs_request`` XCom: what was asked, of which connection, and how this try got it."""
+    """The ``eachlabs_request`` XCom: what was asked, of which connection, and how this try got it
+    (bought, re-used, found or refused) and why."""
     return {
         "prediction_id": prediction_id,
         "model": model,
         "conn_id": conn_id,
         "input": small_json(input, INPUT_XCOM_MAX_BYTES),
         "how": how,
+        "why": why,
         "try_number": try_number,
     }
 

@@ -57,6 +57,7 @@ class FluxFillOperator(EachlabsPredictionOperator):
         "eachlabs_conn_id",
         "output_name",
         "preview_path",
+        "fresh_prediction",
     )
 
     def __init__(

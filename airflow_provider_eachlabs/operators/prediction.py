@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from airflow_provider_eachlabs.api import Prediction
     from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
     from airflow_provider_eachlabs.record import TaskRecord
+    from airflow_provider_eachlabs.reruns import Earlier
 
 # Kept importable for DAGs and tests written against earlier releases.
 DEFAULT_TIMEOUT = PREDICTION_TIMEOUT
@@ -62,6 +63,11 @@ class EachlabsPredictionOperator(BaseOperator):
     :param retry_unknown_failures: whether a prediction that failed for a reason the API does not
         classify gets a fresh prediction on a task retry (True, the default) or fails the task at once.
         Content-policy and input rejections always fail at once; known transient ones are retried.
+    :param fresh_prediction: buy a new prediction even when an earlier try of this task instance
+        bought one for the same input (a new variant), once per run or clear: the retries of the try
+        that bought it re-use it. Without it, a retry or a clear re-uses a running or succeeded
+        prediction of an unchanged input, refuses an input already rejected, and buys a changed
+        input anew (see README, "Re-running a fill"). Templated (``"{{ params.fresh }}"``).
     """
 
     template_fields: Sequence[str] = (
@@ -72,6 +78,7 @@ class EachlabsPredictionOperator(BaseOperator):
         "output_path",
         "output_name",
         "eachlabs_conn_id",
+        "fresh_prediction",
     )
     template_fields_renderers = {"input": "json"}
     operator_extra_links = (EachlabsPredictionLink(),)
@@ -93,6 +100,7 @@ class EachlabsPredictionOperator(BaseOperator):
         output_name: str | None = None,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         retry_unknown_failures: bool = True,
+        fresh_prediction: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +126,7 @@ class EachlabsPredictionOperator(BaseOperator):
         self.output_name = output_name
         self.max_output_bytes = max_output_bytes
         self.retry_unknown_failures = retry_unknown_failures
+        self.fresh_prediction = fresh_prediction
         self.prediction_id: str | None = None
         # Files fetched during this try, by URL: the output is stored and previewed from one download.
         self._fetched: dict[str, bytes] = {}
@@ -194,8 +203,8 @@ class EachlabsPredictionOperator(BaseOperator):
         record = TaskRecord.load(context)
         if not record.stored:
             self.log.warning(
-                "task_state_store is not available (Airflow older than 3.3): a retry of this task "
-                "cannot re-attach to the prediction this try creates and will create another"
+                "task_state_store is not available (Airflow older than 3.3): a retry or a clear of this "
+                "task cannot know what this try buys, and will buy a new prediction whatever its input"
             )
         prediction_id, started_at, done = self._submit_or_reattach(context, record)
         if not self.wait_for_completion:
@@ -229,23 +238,39 @@ class EachlabsPredictionOperator(BaseOperator):
     def _submit_or_reattach(
         self, context: Context, record: TaskRecord
     ) -> tuple[str, float, Prediction | None]:
-        """Re-attach to the prediction an earlier try started, or create one and record it at once.
+        """Re-use what an earlier try bought for this same input, or buy, recording it at once.
 
-        The record reads as three states (see ``record``): created (re-attach unless it failed),
-        sent without an id (an earlier try died between sending and recording: look for what it made
-        before paying again), nothing sent. The record is saved before the create is sent.
+        The input is built (checked, files uploaded) first: what is bought is keyed by it
+        (``reruns``). The record reads as three states (see ``record``): created (the rule decides:
+        re-use, refuse, or buy anew), sent without an id (an earlier try died between sending and
+        recording: look for what it made from this input before paying again), nothing sent. The
+        record is saved before the create is sent.
         """
         from airflow_provider_eachlabs.record import RecordState
+        from airflow_provider_eachlabs.reruns import Choice, decide, input_digests, input_key
         from airflow_provider_eachlabs.results import INPUT_XCOM_MAX_BYTES, small_json
 
+        input_ = self.build_input(context, record)
+        files = {url: digest for digest, url in record.uploads.items()}
+        digests = input_digests(input_, files)
+        key = input_key(digests)
+        fresh = self._fresh()
+        ti = context["ti"]
         if record.state is RecordState.CREATED:
             assert record.prediction_id is not None
-            reattached = self._reattach(record.prediction_id, record.started_at or time.time())
-            if reattached is not None:
-                self._announce(context, record, record.prediction_id, "re-attached")
-                return reattached
+            now = self._earlier(context, record, files)
+            decision = decide(now[0], key, digests, fresh=fresh)
+            self.log.info(decision.reason[:1].upper() + decision.reason[1:])
+            if decision.choice is Choice.REUSE:
+                self._announce(context, record, record.prediction_id, "re-used", decision.reason)
+                done = now[1] if now[1] is not None and now[1].succeeded else None
+                return record.prediction_id, record.started_at or time.time(), done
+            if decision.choice is Choice.REFUSE:
+                self._refuse(context, record, decision.reason, now[1])
             record.finished()
-        input_ = self.build_input(context, record)
+            how, why = "bought", decision.reason
+        else:
+            how, why = "bought", "no earlier try bought a prediction of this task"
         if record.state is RecordState.SENT_WITHOUT_ID:
             assert record.sent_at is not None
             found = self.hook.find_prediction(
@@ -259,10 +284,17 @@ class EachlabsPredictionOperator(BaseOperator):
                 record.save(context)
                 reattached = self._reattach(found, record.started_at or time.time())
                 if reattached is not None:
-                    self._announce(context, record, found, "found")
+                    self._announce(context, record, found, "found", "an earlier try bought it and died")
                     return reattached
                 record.finished()
-        record.sending(time.time(), small_json(input_, INPUT_XCOM_MAX_BYTES))
+        bought = {
+            "key": key,
+            "digests": digests,
+            "try": getattr(ti, "try_number", None),
+            "max_tries": getattr(ti, "max_tries", None),
+            "fresh": fresh,
+        }
+        record.sending(time.time(), small_json(input_, INPUT_XCOM_MAX_BYTES), bought)
         record.save(context)
         prediction_id = self.hook.submit_prediction(
             self.model,
@@ -273,11 +305,78 @@ class EachlabsPredictionOperator(BaseOperator):
             exclude=record.finished_ids,
         )
         record.created(prediction_id, time.time())
-        self._announce(context, record, prediction_id, "created")
+        self._announce(context, record, prediction_id, how, why)
         return prediction_id, record.started_at or time.time(), None
 
+    def _fresh(self) -> bool:
+        from airflow_provider_eachlabs.inputs import require_bool
+        from airflow_provider_eachlabs.reruns import FRESH_PARAMETER
+
+        return require_bool(FRESH_PARAMETER, self.fresh_prediction)
+
+    def _earlier(
+        self, context: Context, record: TaskRecord, files: Mapping[str, str]
+    ) -> tuple[Earlier, Prediction | None]:
+        """What the record's prediction was bought for, and the API's word on it now."""
+        from airflow_provider_eachlabs.api import FINAL_CAUSES
+        from airflow_provider_eachlabs.exceptions import EachlabsNotFoundError
+        from airflow_provider_eachlabs.reruns import Earlier, input_digests, input_key
+
+        assert record.prediction_id is not None
+        try:
+            prediction: Prediction | None = self.hook.get_prediction(record.prediction_id)
+        except EachlabsNotFoundError:
+            prediction = None
+        bought = record.bought
+        digests = bought.get("digests")
+        if not (isinstance(digests, Mapping) and all(isinstance(v, str) for v in digests.values())):
+            # An older release's record: the input as sent, when it kept it, stands for it.
+            digests = input_digests(record.sent_input, files) if record.sent_input is not None else None
+        rejected = None
+        if prediction is not None and prediction.failed and prediction.failure_cause in FINAL_CAUSES:
+            rejected = f"{prediction.failure_cause.value}: {prediction.error_text}"[:300]
+        max_tries = getattr(context["ti"], "max_tries", None)
+        earlier = Earlier(
+            prediction_id=record.prediction_id,
+            try_number=bought.get("try") if isinstance(bought.get("try"), int) else self._bought_by(record),
+            key=input_key(digests) if digests is not None else None,
+            digests=dict(digests) if digests is not None else None,
+            status=prediction.status if prediction is not None else "unknown",
+            rejected=rejected,
+            bought_fresh_this_run=bought.get("fresh") is True and bought.get("max_tries") == max_tries,
+        )
+        return earlier, prediction
+
+    @staticmethod
+    def _bought_by(record: TaskRecord) -> int | None:
+        """The try that bought the record's prediction, from the history older releases kept."""
+        return next(
+            (
+                a["try"]
+                for a in record.attempts
+                if a.get("prediction_id") == record.prediction_id and isinstance(a.get("try"), int)
+            ),
+            None,
+        )
+
+    def _refuse(
+        self, context: Context, record: TaskRecord, reason: str, prediction: Prediction | None
+    ) -> None:
+        """Fail the task at once for an input already rejected: nothing is bought."""
+        from airflow_provider_eachlabs.exceptions import PredictionFailed
+
+        assert record.prediction_id is not None
+        self._announce(context, record, record.prediction_id, "refused", reason)
+        raise PredictionFailed(
+            reason[:1].upper() + reason[1:],
+            prediction_id=record.prediction_id,
+            error_code=prediction.error_code if prediction is not None else None,
+            final=True,
+            request_id=prediction.request_id if prediction is not None else None,
+        )
+
     def _reattach(self, prediction_id: str, started_at: float) -> tuple[str, float, Prediction | None] | None:
-        """The earlier prediction to carry on with, or None when a new one is needed.
+        """The orphan an earlier try made to carry on with, or None when a new one is needed.
 
         ``_announce`` keeps the id for ``on_kill`` straight after, before anything else can fail."""
         from airflow_provider_eachlabs.exceptions import EachlabsNotFoundError
@@ -301,16 +400,16 @@ class EachlabsPredictionOperator(BaseOperator):
         )
         return prediction_id, started_at, prediction if prediction.succeeded else None
 
-    def _announce(self, context: Context, record: TaskRecord, prediction_id: str, how: str) -> None:
+    def _announce(self, context: Context, record: TaskRecord, prediction_id: str, how: str, why: str) -> None:
         """Remember the prediction before anything else can fail: in the record for retries (with which
-        try got it and how), and in XCom for the link and the task's Eachlabs page."""
+        try got it, how and why), and in XCom for the link and the task's Eachlabs page."""
         from airflow_provider_eachlabs.api import prediction_url
         from airflow_provider_eachlabs.results import REQUEST_KEY, request_record
 
         self.prediction_id = prediction_id
         ti = context["ti"]
         try_number = getattr(ti, "try_number", None)
-        record.attempts.append({"try": try_number, "prediction_id": prediction_id, "how": how})
+        record.attempts.append({"try": try_number, "prediction_id": prediction_id, "how": how, "why": why})
         record.save(context)
         ti.xcom_push(key=PREDICTION_ID_KEY, value=prediction_id)
         ti.xcom_push(key=PREDICTION_URL_KEY, value=prediction_url(self.hook.host, prediction_id))
@@ -322,6 +421,7 @@ class EachlabsPredictionOperator(BaseOperator):
                 conn_id=self.eachlabs_conn_id,
                 input=record.sent_input,
                 how=how,
+                why=why,
                 try_number=try_number,
             ),
         )

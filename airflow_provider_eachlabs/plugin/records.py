@@ -38,6 +38,7 @@ class Attempt:
     prediction_id: str | None
     how: str
     state: str | None = None
+    why: str = ""
 
 
 @dataclass
@@ -165,8 +166,9 @@ def _attempts(session: Session, view: TaskView) -> list[Attempt]:
     """Each try's prediction, from the task's record (Airflow 3.3+), with each try's final state.
 
     XCom keeps only the current try, so earlier tries come from ``task_state_store``, where the
-    operator lists which prediction each try had and whether it created it, re-attached to it, or
-    found one a dead try had made. On Airflow 3.2 only the current try is known.
+    operator lists which prediction each try had, whether it bought it, re-used an earlier try's,
+    found one a dead try had made or refused to buy again, and why. On Airflow 3.2 only the current
+    try is known.
     """
     states = _try_states(session, view)
     record = _record(session, view)
@@ -174,13 +176,15 @@ def _attempts(session: Session, view: TaskView) -> list[Attempt]:
         Attempt(
             try_number=entry.get("try") if isinstance(entry.get("try"), int) else None,
             prediction_id=str(entry.get("prediction_id") or "") or None,
-            how=str(entry.get("how") or "created"),
+            how=str(entry.get("how") or "bought"),
+            why=str(entry.get("why") or "")[:500],
         )
         for entry in record.get("attempts", [])
         if isinstance(entry, dict)
     ]
     if not attempts and view.prediction_id:
-        attempts = [Attempt(view.try_number, view.prediction_id, str(view.request.get("how") or "created"))]
+        how, why = str(view.request.get("how") or "bought"), str(view.request.get("why") or "")[:500]
+        attempts = [Attempt(view.try_number, view.prediction_id, how, why=why)]
     for attempt in attempts:
         attempt.state = states.get(attempt.try_number) if attempt.try_number is not None else None
     return attempts

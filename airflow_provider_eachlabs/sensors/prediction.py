@@ -113,6 +113,7 @@ class PredictionSensor(BaseSensorOperator):
                 conn_id=self.eachlabs_conn_id,
                 input=None,
                 how="sensed",
+                why="a prediction submitted elsewhere, watched: nothing is bought here",
                 try_number=getattr(ti, "try_number", None),
             ),
         )

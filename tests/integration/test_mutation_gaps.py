@@ -225,7 +225,8 @@ def test_a_wait_on_the_worker_places_its_first_look_by_the_models_expected_time(
     eachlabs_conn.inject("create", "never_finish")
     running = EachlabsHook().create_prediction("echo-test", {"text": "x"})
     store = RecordingStateStore({"eachlabs_prediction": {"id": running, "started_at": time.time() - 5}})
-    task = generic("flux-fill-pro", {"prompt": "x"}, poll_interval=None, timeout=8.2)
+    sent = {"prompt": "x", "image": "https://example.com/scene.png", "mask": "https://example.com/mask.png"}
+    task = generic("flux-fill-pro", sent, poll_interval=None, timeout=8.2)
     with pytest.raises(api.PredictionTimeout):
         task.execute(context(store))
     first_look = re.search(rf"\] Prediction {running} is '\w+' after (\d+\.\d)s", capsys.readouterr().out)
@@ -335,8 +336,8 @@ def test_a_retry_finds_its_prediction_already_succeeded_and_finishes_with_one_lo
     assert eachlabs_conn.counters.create_requests == 1
     assert logged(
         capsys.readouterr().out,
-        f"Re-attached to prediction {done} of an earlier try (status 'success'): "
-        "no new prediction is created",
+        f"Input unchanged since an earlier try: re-using prediction {done} (status 'success'); "
+        "set fresh_prediction=True to buy a new one",
     )
 
 
@@ -360,10 +361,16 @@ def test_the_task_log_says_why_a_retry_buys_a_new_prediction(
 ):
     if earlier == "failed":
         earlier_id = finished_prediction(eachlabs_conn, error_code="INTERNAL_ERROR")
-        reason = f"Prediction {earlier_id} of an earlier try ended 'failed': creating a new one"
+        reason = (
+            f"Input unchanged since an earlier try, whose prediction {earlier_id} ended 'failed': "
+            "buying a new one"
+        )
     else:
         earlier_id = "p-gone"
-        reason = "Prediction p-gone of an earlier try is unknown to the API"
+        reason = (
+            "Input unchanged since an earlier try, whose prediction p-gone is unknown to the API: "
+            "buying a new one"
+        )
     store = RecordingStateStore({"eachlabs_prediction": {"id": earlier_id, "started_at": time.time()}})
     result = generic("echo-test", {"text": "again"}, wait_for_completion=False).execute(context(store))
     assert result != earlier_id
@@ -443,11 +450,23 @@ def test_each_try_and_how_it_got_its_prediction_are_kept_for_the_tasks_eachlabs_
         )
         requests.append(ti.xcoms["eachlabs_request"])
     [prediction_id] = eachlabs_conn.predictions
-    assert store["eachlabs_prediction"]["attempts"] == [
-        {"try": 1, "prediction_id": prediction_id, "how": "created"},
-        {"try": 2, "prediction_id": prediction_id, "how": "re-attached"},
+    attempts = store["eachlabs_prediction"]["attempts"]
+    status = re.search(r"\(status '(\w+)'\)", attempts[-1]["why"]).group(1)  # type: ignore[union-attr]
+    reuse = (
+        f"input unchanged since try 1: re-using prediction {prediction_id} (status '{status}'); "
+        "set fresh_prediction=True to buy a new one"
+    )
+    assert status in ("starting", "processing")
+    assert attempts == [
+        {
+            "try": 1,
+            "prediction_id": prediction_id,
+            "how": "bought",
+            "why": "no earlier try bought a prediction of this task",
+        },
+        {"try": 2, "prediction_id": prediction_id, "how": "re-used", "why": reuse},
     ]
-    assert [(r["try_number"], r["how"]) for r in requests] == [(1, "created"), (2, "re-attached")]
+    assert [(r["try_number"], r["how"]) for r in requests] == [(1, "bought"), (2, "re-used")]
     assert requests[1]["input"] == {"text": "x"}  # what the first try sent, read back from the record
 
 
@@ -718,8 +737,8 @@ def test_without_task_state_store_the_task_log_warns_that_a_retry_buys_again(
     generic("echo-test", {"text": "x"}, wait_for_completion=False).execute({"ti": RecordingTI()})
     assert logged(
         capsys.readouterr().out,
-        "task_state_store is not available (Airflow older than 3.3): a retry of this task cannot "
-        "re-attach to the prediction this try creates and will create another",
+        "task_state_store is not available (Airflow older than 3.3): a retry or a clear of this task "
+        "cannot know what this try buys, and will buy a new prediction whatever its input",
     )
 
 

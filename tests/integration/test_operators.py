@@ -103,7 +103,8 @@ def test_sync_fill_uploads_creates_waits_stores_and_returns_a_small_result(
             "model": "flux-fill-pro",
             "conn_id": "eachlabs_default",
             "input": sent,
-            "how": "created",
+            "how": "bought",
+            "why": "no earlier try bought a prediction of this task",
             "try_number": None,
         },
         "eachlabs_outcome": {
