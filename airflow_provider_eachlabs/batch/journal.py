@@ -11,7 +11,11 @@ the events since the last one, and a reader replays the segments in order; past
 
 An item's create is announced (``sending``) and written before the create goes out, so a try that
 dies between the create and its answer leaves an item that is looked for among the account's
-predictions before anything is sent again, as the single-fill path does.
+predictions before anything is sent again, as the single-fill path does. The announcement also says
+what was bought and when (``Purchase``: the input's key by ``reruns``, the try, the ``max_tries`` of
+that run or clear, whether ``fresh_prediction`` was set), and every results row carries it: a later
+try compares the input it would send with it (``reruns.decide``), and after a full success, when the
+journal is removed, the results manifest is what a clear reads instead (``seed``).
 
 Whoever can write ``output_path`` can write here too, so a replay trusts nothing it reads: entries for
 keys outside the batch's plan are ignored, and every other entry is checked (``_after``) and dropped
@@ -59,7 +63,16 @@ ROW_FIELDS: dict[str, tuple[type, ...]] = {
     "error": (str,),
     "error_code": (str,),
     "final": (bool,),
+    # What the row's prediction was bought for, so a clear after success can tell changed from not.
+    "input_key": (str,),
+    "input_digests": (dict,),
+    "try_number": (int,),
+    "max_tries": (int,),
+    "fresh": (bool,),
+    "task_instance": (str,),
 }
+# What a results row says about the purchase behind it (``Purchase`` under these names).
+PURCHASE_ROW_FIELDS = ("input_key", "input_digests", "try_number", "max_tries", "fresh", "task_instance")
 # A snapshot of a hundred thousand items (inputs and rows) is about 130 MB of ASCII JSON; a file past
 # this cap was not written by this provider, and reading it would only exhaust the worker's memory.
 MAX_FILE_CHARS = 256 * 1024 * 1024
@@ -77,8 +90,10 @@ def journal_root(output_path: str, dag_id: str, run_id: str, task_id: str, map_i
 @dataclass
 class ItemState:
     """How far one item got: queued, sending (a create went out, answer unknown), created, or done
-    (``row`` is its line of the results manifest). ``input`` is what its create sent: a resumed batch
-    looks for, re-attaches to or re-creates an item from the journal alone."""
+    (``row`` is its line of the results manifest). ``input`` is what its create sent, so a lost create
+    is looked for by it; ``input_key`` and the rest say what was bought and when (None: an older
+    release, or nothing sent). The journal keeps progress only: what is sent is always the current
+    plan's input, and progress recorded under another ``input_key`` is another input's."""
 
     state: str
     input: dict[str, Any] | None = None
@@ -86,6 +101,45 @@ class ItemState:
     sent_at: float | None = None
     created_at: float | None = None
     row: dict[str, Any] | None = None
+    input_key: str | None = None
+    digests: dict[str, str] | None = None
+    try_number: int | None = None
+    max_tries: int | None = None
+    fresh: bool = False
+
+    def purchase_row(self, task_instance: str) -> dict[str, Any]:
+        """The results row's account of the purchase (nothing when no input was recorded)."""
+        if self.input_key is None:
+            return {}
+        return {
+            "input_key": self.input_key,
+            "input_digests": self.digests,
+            "try_number": self.try_number,
+            "max_tries": self.max_tries,
+            "fresh": self.fresh,
+            "task_instance": task_instance,
+        }
+
+
+def purchase_fields(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The purchase a ``sending`` event announces, as ``ItemState`` fields."""
+    return {
+        "input_key": event.get("input_key"),
+        "digests": event.get("digests"),
+        "try_number": event.get("try_number"),
+        "max_tries": event.get("max_tries"),
+        "fresh": event.get("fresh") is True,
+    }
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One item of the plan: what this try sends for it, and the key of that input."""
+
+    key: str
+    input: dict[str, Any] | None = None
+    input_key: str | None = None
+    digests: dict[str, str] | None = None
 
 
 @dataclass
@@ -108,12 +162,16 @@ class JournalState:
         if state == SENDING:
             item.sent_at = float(event["at"])
             item.input = dict(event["input"])
+            for name, value in purchase_fields(event).items():
+                setattr(item, name, value)
         elif state == CREATED:
             item.prediction_id = str(event["id"])
             item.created_at = float(event["at"])
         elif state == DONE:
             item.row = dict(event["row"])
             item.prediction_id = item.row.get("prediction_id") or item.prediction_id
+            if item.row.get("status") == "invalid":
+                item.input = None
 
     def replayed(self, event: dict[str, Any], keys: Container[str], snapshot: bool) -> str:
         """Apply one replayed ``event`` when it is one this provider writes for a key of the plan:
@@ -191,16 +249,31 @@ class Journal:
 
     def plan_keys(self) -> set[str]:
         """Every key of the batch's plan (the items of the task's current try), read as a stream."""
+        return set(self.plan_index())
+
+    def plan_index(self) -> dict[str, str | None]:
+        """Every key of the plan, with the key of the input it sends now (None: invalid now, or a
+        plan without keys), read as a stream."""
         if not self.folder.exists(PLAN_NAME):
             raise self._unreadable(PLAN_NAME, "it does not exist; the task's next try writes it again")
+        index: dict[str, str | None] = {}
         with self.open_plan() as handle:
-            return {self.plan_line(line, number)[0] for number, line in enumerate(handle, start=1)}
+            for number, line in enumerate(handle, start=1):
+                entry = self.plan_entry(line, number)
+                index[entry.key] = entry.input_key
+        return index
 
     def open_plan(self) -> IO[str]:
         return self.folder.open_text(PLAN_NAME)
 
     def plan_line(self, line: str, number: int) -> tuple[str, dict[str, Any] | None]:
-        """One line of the plan: an item's key, and the input to send when it is not the journal's."""
+        """One line of the plan: an item's key, and its input (None: the item is invalid)."""
+        entry = self.plan_entry(line, number)
+        return entry.key, entry.input
+
+    def plan_entry(self, line: str, number: int) -> PlanEntry:
+        """One line of the plan, checked: an item's key, and for a valid item the input it sends now,
+        that input's key and digests (``reruns``)."""
         try:
             entry = json.loads(line)
         except (ValueError, RecursionError):
@@ -209,9 +282,11 @@ class Journal:
             isinstance(entry, dict)
             and isinstance(entry.get("key"), str)
             and isinstance(entry.get("input", {}), dict)
+            and isinstance(entry.get("input_key", ""), str)
+            and _digests(entry.get("digests", {}))
         ):
             raise self._unreadable(PLAN_NAME, f"line {number} is not a plan entry")
-        return entry["key"], entry.get("input")
+        return PlanEntry(entry["key"], entry.get("input"), entry.get("input_key"), entry.get("digests"))
 
     def _read(self, name: str) -> list[dict[str, Any]]:
         """The events of one file, each a JSON object, or a final error naming the file."""
@@ -241,7 +316,7 @@ class Journal:
         return EachlabsBatchError(
             f"The batch's journal file {self.folder.root}/{name} cannot be read: {why}. This provider "
             "did not write it as it is; check who can write there, then delete the file (deleting the "
-            "whole folder makes the next try buy every item again).",
+            "whole folder makes the next try start again from the results manifest).",
             final=True,
         )
 
@@ -283,6 +358,28 @@ class Journal:
         """``write(take())``, for a caller without an event loop (the operator while it plans)."""
         self.write(self.take(), list(self.state.events()) if self.wants_snapshot else None)
 
+    def seed(self, rows: Iterable[Mapping[str, Any]], keys: Container[str]) -> int:
+        """Start an empty journal from the results manifest an earlier, successful try left (its
+        journal removed): each row of this task instance (``task_instance``, the journal's own name)
+        becomes its item, done, written at once as a snapshot that replays like any other. Rows of
+        other task instances, of keys outside the plan, or not well-formed are left out."""
+        name = self.folder.root.rsplit("/", 1)[-1]
+        for row in rows:
+            key = row.get("key")
+            if row.get("task_instance") != name or not isinstance(key, str) or key not in keys:
+                continue
+            item = ItemState(
+                DONE,
+                prediction_id=row.get("prediction_id"),
+                row=dict(row),
+                **purchase_fields({**row, "digests": row.get("input_digests")}),
+            )
+            if _well_formed(key, item):
+                self.state.items[key] = item
+        if self.state.items:
+            self.write(self.take(), list(self.state.events()))
+        return len(self.state.items)
+
     def remove(self) -> None:
         """The batch is complete: its journal and plan are no longer needed, nor, when no other
         task's journal is left in it, the folder of journals."""
@@ -303,6 +400,8 @@ def _is_journal_file(name: str) -> bool:
 
 
 _ITEM_FIELDS = frozenset(item.name for item in fields(ItemState))
+# What a snapshot written by a release before purchases were recorded holds: still read.
+_FIRST_ITEM_FIELDS = frozenset({"state", "input", "prediction_id", "sent_at", "created_at", "row"})
 
 
 def _after(key: str, item: ItemState | None, event: Mapping[str, Any], snapshot: bool) -> ItemState | None:
@@ -314,14 +413,19 @@ def _after(key: str, item: ItemState | None, event: Mapping[str, Any], snapshot:
     also be a step this provider takes from that state: nothing follows a stored item but a re-read of
     its own prediction; an item holding a prediction (created, or paid but not stored) is only queued
     again naming that prediction (its failure) and only ended with it; and a result that names a
-    prediction must name the one the item holds. So a lone forged "done" cannot stand in for an item
-    never bought, and a forged "queued", "sending" or failure cannot make a created item bought again.
-    Whole items come only from a snapshot, which a replay reads first.
+    prediction must name the one the item holds (a refusal re-states the failed one). So a lone forged
+    "done" cannot stand in for an item never bought, and a forged "queued", "sending" or failure cannot
+    make a created item bought again. Two steps leave any state: a "sending" that announces another
+    input (its ``input_key`` differs from the item's: the user changed the item), and an "invalid"
+    row (the item as it is now fails its checks). Whole items come only from a snapshot, which a
+    replay reads first.
     """
     state = event.get("state")
     if "item" in event:
         whole = event["item"]
-        if not snapshot or item is not None or not isinstance(whole, dict) or set(whole) != _ITEM_FIELDS:
+        if not (snapshot and item is None and isinstance(whole, dict)):
+            return None
+        if not _FIRST_ITEM_FIELDS <= set(whole) <= _ITEM_FIELDS:
             return None
         new = ItemState(**whole)
         return new if new.state == state and _well_formed(key, new) else None
@@ -330,23 +434,38 @@ def _after(key: str, item: ItemState | None, event: Mapping[str, Any], snapshot:
     old = item or ItemState(QUEUED)
     holds = _holds(item)
     new = replace(old)
+    row = event.get("row")
+    another_input = state == SENDING and _another_purchase(old, event)
+    invalid = state == DONE and isinstance(row, dict) and row.get("status") == "invalid"
     if state == QUEUED and (not holds or event.get("id") == old.prediction_id):
         new.state = QUEUED
-    elif state == SENDING and not holds:
+    elif state == SENDING and (not holds or another_input):
         new.state, new.sent_at, new.input = SENDING, event.get("at"), event.get("input")
+        for name, value in purchase_fields(event).items():
+            setattr(new, name, value)
     elif state == CREATED and old.state == SENDING:
         new.state, new.prediction_id, new.created_at = CREATED, event.get("id"), event.get("at")
-    elif state == DONE and isinstance(event.get("row"), dict):
-        row = event["row"]
+    elif invalid and isinstance(row, dict) and row.get("prediction_id") is None:
+        new.state, new.row, new.input = DONE, dict(row), None
+    elif state == DONE and isinstance(row, dict):
         named = row.get("prediction_id")
-        if (named is not None or holds) and (not holds or named != old.prediction_id):
+        if named != old.prediction_id if holds else named not in (None, old.prediction_id):
             return None
         new.state, new.row, new.prediction_id = DONE, dict(row), named or old.prediction_id
     else:
         return None
-    if _stored(item) and not (new.state == DONE and new.prediction_id == old.prediction_id):
+    ended_well = new.state == DONE and new.prediction_id == old.prediction_id
+    if _stored(item) and not (ended_well or another_input or invalid):
         return None
     return new if _well_formed(key, new) else None
+
+
+def _another_purchase(old: ItemState, event: Mapping[str, Any]) -> bool:
+    """Whether a ``sending`` buys something the item's prediction does not stand for: another input,
+    or ``fresh_prediction`` in a run or clear that has not bought this item fresh yet."""
+    if isinstance(event.get("input_key"), str) and event["input_key"] != old.input_key:
+        return True
+    return event.get("fresh") is True and not (old.fresh and event.get("max_tries") == old.max_tries)
 
 
 def _holds(item: ItemState | None) -> bool:
@@ -369,6 +488,8 @@ def _well_formed(key: str, item: ItemState) -> bool:
         return False
     if not (_time(item.sent_at) and _time(item.created_at) and _id(item.prediction_id)):
         return False
+    if not _purchase(item):
+        return False
     if item.state == SENDING and (item.input is None or item.sent_at is None):
         return False
     if item.state == CREATED and (
@@ -385,6 +506,21 @@ def _well_formed(key: str, item: ItemState) -> bool:
     return status != "invalid" or item.input is None
 
 
+def _purchase(item: ItemState) -> bool:
+    """The purchase fields: a key and digests of text, a try and ``max_tries`` that are counts."""
+    if not (item.input_key is None or isinstance(item.input_key, str)) or not isinstance(item.fresh, bool):
+        return False
+    if not all(n is None or (_typed(n, (int,)) and n >= 0) for n in (item.try_number, item.max_tries)):
+        return False
+    return item.digests is None or _digests(item.digests)
+
+
+def _digests(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
 def _row(key: str, row: Any) -> bool:
     """A results row: its own key, a known status, and only known fields of the right types."""
     if not isinstance(row, dict) or row.get("key") != key or row.get("status") not in ROW_STATUSES:
@@ -392,6 +528,9 @@ def _row(key: str, row: Any) -> bool:
     for name, value in row.items():
         if name not in ROW_FIELDS or not (value is None or _typed(value, ROW_FIELDS[name])):
             return False
+    digests = row.get("input_digests")
+    if digests is not None and not _digests(digests):
+        return False
     return _id(row.get("prediction_id")) and all(_time(row.get(n)) for n in ("cost", "predict_time", "bytes"))
 
 

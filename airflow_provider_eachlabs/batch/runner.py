@@ -26,6 +26,7 @@ from itertools import islice
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_eachlabs import api
+from airflow_provider_eachlabs.batch.folder import Folder
 from airflow_provider_eachlabs.batch.journal import (
     CREATED,
     DONE,
@@ -33,6 +34,7 @@ from airflow_provider_eachlabs.batch.journal import (
     SENDING,
     ItemState,
     Journal,
+    PlanEntry,
 )
 from airflow_provider_eachlabs.batch.pacer import Pacer
 from airflow_provider_eachlabs.batch.schedule import LearnedSchedule
@@ -49,6 +51,7 @@ from airflow_provider_eachlabs.exceptions import (
     PredictionFailed,
     is_final,
 )
+from airflow_provider_eachlabs.reruns import Choice, Decision, Earlier, decide
 from airflow_provider_eachlabs.storage import write_atomically
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ RESULTS_SECONDS = 10.0
 # Errors that no other item would escape: the batch stops creating, finishes what it bought, and fails.
 BATCH_ENDING_ERRORS = (EachlabsAuthError, EachlabsPaymentRequiredError, EachlabsConfigError)
 SUCCESS, INVALID = "success", "invalid"
+# How a decision names the prediction of a create whose answer never came (it is looked for first).
+LOST_CREATE = "(the create an earlier try sent, whose answer was lost)"
 
 
 class QuietLog:
@@ -112,6 +117,9 @@ class BatchConfig:
     max_output_bytes: int = 50 * 1024 * 1024
     progress_seconds: float = 10.0
     total_items: int | None = None
+    fresh: bool = False
+    try_number: int | None = None
+    max_tries: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,21 +165,26 @@ class BatchRunner:
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="eachlabs-batch")
-        self._plan: Iterator[tuple[str, dict[str, Any]]] | None = None
+        self._plan: Iterator[PlanEntry] | None = None
         self._plan_handle: IO[str] | None = None
         self._plan_done = False
         self._stopping: BaseException | None = None
         self._results_dirty = True
         self._done_before = 0
         self._kept: list[tuple[str, str]] = []  # stored by an earlier try: key, prediction id
+        self._buy: set[str] = set()  # items the journal knows whose current input is bought anew
+        self._changed: dict[str, Earlier] = {}  # of those, the ones whose input changed
+        # The input key and digests of a queued item's first create (later ones: the journal's).
+        self._sending: dict[str, tuple[str | None, dict[str, str] | None]] = {}
+        self._reused: tuple[int, str, Decision | None] = (0, "", None)  # how many, and one example
 
     # --- the loop -----------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
         try:
-            keys = await self._io(self.journal.plan_keys)
-            await self._io(self.journal.replay, keys, self.log)
-            self._resume()
+            index = await self._io(self.journal.plan_index)
+            await self._io(self.journal.replay, index.keys(), self.log)
+            self._resume(index)
             self._done_before = len(self.rows())
             rereads = asyncio.Semaphore(self.config.max_in_flight)
             for key, prediction_id in self._kept:
@@ -187,52 +200,119 @@ class BatchRunner:
             raise self._stopping
         return self.summary()
 
-    def _resume(self) -> None:
-        """What earlier tries left: in flight is watched again, sent without an answer is looked for
-        before it is sent again, failed is redone, succeeded is kept."""
+    def _resume(self, index: dict[str, str | None]) -> None:
+        """What earlier tries left, item by item, against the key of the input each item sends now
+        (``index``): progress of another input is left and the item bought anew; for the same input
+        ``reruns.decide`` says whether to re-use (in flight is watched again, sent without an answer
+        is looked for first, stored is kept), refuse (rejected before) or buy (failed, or fresh)."""
         now = time.time()
-        kept = 0
+        refused = 0
         for key, item in self.journal.state.items.items():
-            if item.input is None:  # never sent (an invalid item): the plan decides about it
+            current = index.get(key)
+            if current is None:  # invalid now: the plan recorded why
                 continue
-            if item.state == CREATED and item.prediction_id:
-                self._reattach(key, item, item.created_at or now, now)
-            elif item.state in (SENDING, QUEUED):
-                self.queue.append((key, item.input, item.sent_at if item.state == SENDING else None))
-            elif item.state == DONE and item.row is not None:
-                if item.row.get("status") == SUCCESS and item.prediction_id:
-                    kept += 1
-                    item.row["cost"] = None  # until the API says it again: see _reread
-                    self._kept.append((key, item.prediction_id))
-                elif item.row.get("prediction_status") == SUCCESS and item.prediction_id:
-                    # Paid for but not stored: re-attach and store it, never buy it again.
-                    self._reattach(key, item, now, now)
-                else:
-                    self.queue.append((key, item.input, None))
+            earlier = self._earlier(item)
+            if item.input_key is not None and item.input_key != current:
+                self._buy.add(key)
+                if earlier is not None:
+                    self._changed[key] = earlier  # said when its plan line, with its digests, is read
+                continue
+            if earlier is None:  # nothing bought for it yet (never sent, invalid before, create refused)
+                self._buy.add(key)
+                continue
+            decision = decide(earlier, current, item.digests or {}, fresh=self.config.fresh)
+            if decision.choice is Choice.BUY:
+                self.log.info("Item %s: %s", key, decision.reason)
+                self._buy.add(key)
+            elif decision.choice is Choice.REFUSE:
+                self.log.warning("Item %s: %s", key, decision.reason)
+                refused += 1
+                row = {**(item.row or {}), "status": "failed", "error": decision.reason, "final": True}
+                self._done(key, {**row, "cost": None})  # its cost was counted by the try that bought it
+            else:
+                count, example, said = self._reused
+                self._reused = (count + 1, example or key, said or decision)
+                self._reuse(key, item, now)
+        count, example, said = self._reused
+        if said is not None:
+            self.log.info(
+                "%d items unchanged since an earlier try re-use what it bought (in flight: watched "
+                "again; stored: kept, and stored again if the file is gone); for example item %s: %s",
+                count,
+                example,
+                said.reason,
+            )
         if self.journal.state.items:
             self.log.info(
-                "Resuming the batch: %d items stored earlier, %d predictions to re-attach to, "
-                "%d items to send (again)",
-                kept,
+                "Resuming the batch: %d items kept from earlier tries, %d predictions to re-attach to, "
+                "%d lost creates to look for, %d items to buy anew (%d of them changed), %d refused",
+                len(self._kept),
                 len(self.watches),
                 len(self.queue),
+                len(self._buy),
+                len(self._changed),
+                refused,
             )
+
+    def _earlier(self, item: ItemState) -> Earlier | None:
+        """What an earlier try bought for the item and how it stands, as the journal says (the API is
+        asked again: a kept item is re-read, a re-attached one watched); None when nothing was."""
+        rejected = None
+        row = item.row or {}
+        if item.state == SENDING:
+            prediction_id, status = LOST_CREATE, "sent"
+        elif item.state == CREATED and item.prediction_id:
+            prediction_id, status = item.prediction_id, "running"
+        elif item.state == QUEUED and item.prediction_id:
+            prediction_id, status = item.prediction_id, "failed"  # queued again after its failure
+        elif item.state == DONE and row.get("prediction_id"):
+            prediction_id, status = str(row["prediction_id"]), _earlier_status(row)
+        else:
+            return None
+        if status == "failed" and row.get("final"):
+            cause = api.failure_cause(row.get("error_code"))
+            if cause in api.FINAL_CAUSES:
+                rejected = f"{cause.value}: {row.get('error_code')}"
+        return Earlier(
+            prediction_id=prediction_id,
+            try_number=item.try_number,
+            key=item.input_key,
+            digests=item.digests,
+            status=status,
+            rejected=rejected,
+            bought_fresh_this_run=item.fresh
+            and item.max_tries is not None
+            and item.max_tries == self.config.max_tries,
+        )
+
+    def _reuse(self, key: str, item: ItemState, now: float) -> None:
+        row = item.row or {}
+        if item.state == CREATED and item.prediction_id:
+            self._reattach(key, item, item.created_at or now, now)
+        elif item.state == SENDING and item.input is not None:
+            self.queue.append((key, item.input, item.sent_at))
+        elif row.get("status") == SUCCESS and item.prediction_id:
+            row["cost"] = None  # until the API says it again: see _reread
+            self._kept.append((key, item.prediction_id))
+        elif item.prediction_id:  # paid for but not stored: re-attach and store it, never buy it again
+            self._reattach(key, item, now, now)
 
     def _reattach(self, key: str, item: ItemState, created_at: float, now: float) -> None:
         """Watch a prediction an earlier try created, counted by the pacer as one this try sent: it
         holds a slot until its end is seen (``_end_watch`` frees one) and counts in the minute it was
         made. Uncounted, every re-attached prediction would free a slot it never took, and a resumed
         batch would create past the API's in-flight cap, beside the predictions still running."""
-        assert item.input is not None and item.prediction_id is not None
+        assert item.prediction_id is not None
         self.pacer.sending()
         self.pacer.created(item.created_at or now)
-        self._watch(key, item.input, item.prediction_id, created_at, now)
+        self._watch(key, item.input or {}, item.prediction_id, created_at, now)
 
     async def _reread(self, key: str, prediction_id: str, rereads: asyncio.Semaphore) -> None:
         """The cost of an item an earlier try stored, as the API tells it now, never as the journal
         does: whoever can write the journal could write any number there. A prediction the API does
         not call a success (or does not know) fails the item, so the task's retry buys it, and a
-        transient error leaves its cost out of the spend, with a warning."""
+        transient error leaves its cost out of the spend, with a warning. A stored file that is gone
+        is stored again from the prediction, never bought again."""
         async with rereads:
             try:
                 prediction = await self.hook.aget_prediction(prediction_id)
@@ -243,7 +323,18 @@ class BatchRunner:
                 said = str(error)
             else:
                 if prediction.succeeded:
-                    row = self.journal.state.items[key].row or {}
+                    item = self.journal.state.items[key]
+                    row = item.row or {}
+                    if not await self._io(_exists, row.get("stored_path")):
+                        self.log.info(
+                            "Item %s: its stored output %s is gone: storing prediction %s again",
+                            key,
+                            row.get("stored_path"),
+                            prediction_id,
+                        )
+                        watch = Watch(key, item.input or {}, prediction_id, time.time(), time.time())
+                        await self._store(watch, prediction)
+                        return
                     self._done(key, {**row, **_figures(prediction), "output_url": row.get("output_url")})
                     return
                 said = f"it is {prediction.status!r}"
@@ -332,21 +423,29 @@ class BatchRunner:
             self._spawn(self._create(key, input_, look_first))
 
     async def _read_plan(self) -> None:
-        """The next items of the plan that the journal does not already account for."""
+        """The next items of the plan to buy: new ones, and those ``_resume`` left to buy anew, each
+        with the input it has now (never an earlier try's)."""
         chunk = await self._io(self._plan_chunk)
         if not chunk:
             self._plan_done = True
         known = self.journal.state.items
-        for key, input_ in chunk:
-            if key not in known or known[key].input is None:  # new, or invalid on an earlier try
-                self.queue.append((key, input_, None))
+        for entry in chunk:
+            if entry.key in known and entry.key not in self._buy:
+                continue
+            earlier = self._changed.pop(entry.key, None)
+            if earlier is not None and entry.input_key is not None:
+                decision = decide(earlier, entry.input_key, entry.digests or {}, fresh=self.config.fresh)
+                self.log.info("Item %s: %s", entry.key, decision.reason)
+            assert entry.input is not None
+            self._sending[entry.key] = (entry.input_key, entry.digests)
+            self.queue.append((entry.key, entry.input, None))
 
-    def _plan_chunk(self) -> list[tuple[str, dict[str, Any]]]:
-        """The next items of the plan to send; lines without an input name items the journal holds."""
+    def _plan_chunk(self) -> list[PlanEntry]:
+        """The next valid items of the plan (lines without an input are invalid items)."""
         if self._plan is None:
             self._plan_handle = handle = self.journal.open_plan()
-            lines = (self.journal.plan_line(line, number) for number, line in enumerate(handle, start=1))
-            self._plan = ((key, input_) for key, input_ in lines if input_ is not None)
+            entries = (self.journal.plan_entry(line, number) for number, line in enumerate(handle, start=1))
+            self._plan = (entry for entry in entries if entry.input is not None)
         return list(islice(self._plan, PLAN_CHUNK))
 
     async def _create(self, key: str, input_: dict[str, Any], look_first: float | None) -> None:
@@ -365,7 +464,9 @@ class BatchRunner:
                 self.log.info("Item %s: found prediction %s that an earlier create made", key, found)
         sent_at = time.time()
         if not found:
-            self.journal.record({"key": key, "state": SENDING, "at": sent_at, "input": input_})
+            self.journal.record(
+                {"key": key, "state": SENDING, "at": sent_at, "input": input_, **self._bought(key)}
+            )
             await self._write_journal()
         try:
             prediction_id = found
@@ -413,6 +514,20 @@ class BatchRunner:
         self.retries[key] += 1
         self.log.warning("Item %s: the create failed (%s); it is tried again", key, error)
         self.queue.append((key, input_, sent_at if maybe_created else None))
+
+    def _bought(self, key: str) -> dict[str, Any]:
+        """What a create announces about itself: the key and digests of the input it sends, this try,
+        the ``max_tries`` of this run or clear, and whether ``fresh_prediction`` is set."""
+        item = self.journal.state.items.get(key)
+        known = (item.input_key, item.digests) if item is not None else (None, None)
+        input_key, digests = self._sending.pop(key, known)
+        return {
+            "input_key": input_key,
+            "digests": digests,
+            "try_number": self.config.try_number,
+            "max_tries": self.config.max_tries,
+            "fresh": self.config.fresh,
+        }
 
     def _known_ids(self) -> set[str]:
         return {item.prediction_id for item in self.journal.state.items.values() if item.prediction_id}
@@ -472,7 +587,7 @@ class BatchRunner:
             failure: EachlabsError = error
         else:  # a terminal status the provider reads as neither success nor failure
             failure = EachlabsError(f"prediction {prediction.id} ended {prediction.status!r}")
-        if not is_final(failure) and self.retries[watch.key] < self.config.item_retries:
+        if watch.input and not is_final(failure) and self.retries[watch.key] < self.config.item_retries:
             self.retries[watch.key] += 1
             self.log.warning("Item %s: %s; a new prediction is made", watch.key, failure)
             self.journal.record({"key": watch.key, "state": QUEUED, "id": watch.prediction_id})
@@ -522,8 +637,18 @@ class BatchRunner:
         return bytes(self.hook.download(url, self.config.max_output_bytes).content)
 
     def _done(self, key: str, row: dict[str, Any]) -> None:
+        """The item's results row, with what its prediction was bought for when it names one: a clear
+        after the journal is gone compares the items with it."""
+        item = self.journal.state.items.get(key)
+        if item is not None and row.get("prediction_id"):
+            row = {**row, **item.purchase_row(self.task_instance)}
         self.journal.record({"key": key, "state": DONE, "row": {"key": key, **row}})
         self._results_dirty = True
+
+    @property
+    def task_instance(self) -> str:
+        """The journal folder's name: a hash of the task instance, which its results rows carry."""
+        return self.config.journal_path.rstrip("/").rsplit("/", 1)[-1]
 
     # --- the end --------------------------------------------------------------------------------------
 
@@ -641,6 +766,25 @@ def summarize(
         "first_failures": [{"key": row["key"], "error": row.get("error")} for row in failed[:5]],
         "all_failures_final": bool(failed) and all(row.get("final") for row in failed),
     }
+
+
+def _earlier_status(row: dict[str, Any]) -> str:
+    """An ended item's prediction as its row tells it: success (stored or only paid for), failed or
+    cancelled (a timeout cancelled it)."""
+    if SUCCESS in (row.get("status"), row.get("prediction_status")):
+        return SUCCESS
+    return "cancelled" if row.get("status") in ("cancelled", "timeout") else "failed"
+
+
+def _exists(path: Any) -> bool:
+    """Whether a stored output is still there (a local path or an object-storage URI)."""
+    if not isinstance(path, str) or not path:
+        return False
+    folder, _, name = path.rpartition("/")
+    try:
+        return Folder(folder or ".").exists(name)
+    except Exception:  # the storage cannot say: stored again, which buys nothing
+        return False
 
 
 def _percentile(ordered: list[float], q: int) -> float | None:

@@ -63,6 +63,12 @@ class EachlabsBatchOperator(BaseOperator):
     :param max_output_bytes: the largest output download accepted.
     :param retry_unknown_failures: whether an item whose prediction failed for a reason the API does
         not classify is tried again (content-policy and input rejections never are).
+    :param fresh_prediction: buy every item anew even when an earlier try of this task instance bought
+        one for the same input, once per run or clear: the retries of the try that bought them re-use
+        them. Without it, a retry or a clear re-uses every running or stored prediction of an
+        unchanged item (storing its output again if the file is gone), refuses an unchanged item
+        already rejected, and buys only the changed items (see README, "Re-running a fill").
+        Templated; a rendered ``"True"``, ``"true"`` or ``"1"`` is True.
     """
 
     template_fields: Sequence[str] = (
@@ -73,6 +79,7 @@ class EachlabsBatchOperator(BaseOperator):
         "output_path",
         "eachlabs_conn_id",
         "results_path",
+        "fresh_prediction",
     )
     template_fields_renderers = {"items": "json", "defaults": "json"}
     operator_extra_links = (EachlabsPredictionLink(),)
@@ -100,6 +107,7 @@ class EachlabsBatchOperator(BaseOperator):
         eachlabs_conn_id: str = DEFAULT_CONN_ID,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         retry_unknown_failures: bool = True,
+        fresh_prediction: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +137,7 @@ class EachlabsBatchOperator(BaseOperator):
         self.eachlabs_conn_id = eachlabs_conn_id
         self.max_output_bytes = max_output_bytes
         self.retry_unknown_failures = retry_unknown_failures
+        self.fresh_prediction = fresh_prediction
         self._runner: BatchRunner | None = None
         self._schema: dict[str, Any] | None = None
 
@@ -201,41 +210,60 @@ class EachlabsBatchOperator(BaseOperator):
     # --- planning: every item checked, then uploaded and written down, before the first create -------
 
     def _plan(self, context: Context) -> BatchConfig:
-        """Check every item, then upload what needs it and write the plan the batch runs from. The
-        plan names every key of this try, because the journal is read for those keys only; the input
-        of an item an earlier try already sent is the journal's, not the plan's."""
+        """Check every item, then upload what needs it and write the plan the batch runs from: every
+        item as it is now, with the key of the input it sends (``reruns``). The journal keeps only
+        progress: the runner compares each item's key with what an earlier try bought for it, and
+        never sends an earlier try's input instead of the current one. When the journal is gone (a
+        try succeeded), the results manifest it left stands in for it."""
         from airflow_provider_eachlabs.batch.journal import DONE, PLAN_NAME, Journal
         from airflow_provider_eachlabs.outputs import check_output_locations
+        from airflow_provider_eachlabs.reruns import input_digests, input_key
 
         check_output_locations({"output_path": self._folder}, None)
         journal = Journal(self._journal_path(context))
         self.start_checks()
         invalid, total, keys = self._check_all()
         state = journal.replay(keys, self.log)
+        if not state.items:
+            seeded = journal.seed(_previous_rows(self._results_file, self.log), keys)
+            if seeded:
+                self.log.info(
+                    "This task instance's batch succeeded before (its journal was removed): the %d items "
+                    "its results manifest %s lists are compared with the items as they are now",
+                    seeded,
+                    self._results_file,
+                )
         uploads = _JournalledUploads(journal)
-        planned = 0
+        planned: set[str] = set()
         with journal.folder.writing(PLAN_NAME) as plan:
             for item in self._items():
-                known = state.items.get(item.key)
-                if (known is not None and known.input is not None) or item.key in invalid:
-                    plan.write(_json_line({"key": item.key}))
-                if known is not None and known.input is not None:
+                if item.key in planned:  # a second item of the same key (skipped as invalid)
                     continue
+                planned.add(item.key)
                 if item.key in invalid:
+                    plan.write(_json_line({"key": item.key}))
                     row = {"key": item.key, "status": "invalid", "error": invalid[item.key]}
-                    journal.record({"key": item.key, "state": DONE, "row": row})
+                    known = state.items.get(item.key)
+                    if known is None or known.row != row:
+                        journal.record({"key": item.key, "state": DONE, "row": row})
                     continue
-                plan.write(_json_line({"key": item.key, "input": self.prepare_item(item, uploads)}))
-                planned += 1
+                input_ = self.prepare_item(item, uploads)
+                digests = input_digests(input_, uploads.files)
+                entry = {
+                    "key": item.key,
+                    "input": input_,
+                    "input_key": input_key(digests),
+                    "digests": digests,
+                }
+                plan.write(_json_line(entry))
         journal.flush()
         self._announce(context, total)
         self.log.info(
-            "Batch of %d items: %d to send, %d invalid, %d from earlier tries; at most %d in flight "
-            "and %d creates a minute",
+            "Batch of %d items: %d valid, %d invalid; each valid item's input is compared with what "
+            "earlier tries bought for it; at most %d in flight and %d creates a minute",
             total,
-            planned,
+            len(planned) - len(invalid),
             len(invalid),
-            total - planned - len(invalid),
             self.max_in_flight,
             self.creates_per_minute,
         )
@@ -316,12 +344,14 @@ class EachlabsBatchOperator(BaseOperator):
         from airflow_provider_eachlabs.polling import expected_seconds_for
 
         folder = self._folder
+        ti = context["ti"]
+        journal_path = self._journal_path(context)
         return BatchConfig(
             model=str(self.model),
             eachlabs_conn_id=self.eachlabs_conn_id,
             output_path=folder,
             results_path=self._results_file,
-            journal_path=self._journal_path(context),
+            journal_path=journal_path,
             format_field=self.format_field,
             max_in_flight=self.max_in_flight,
             creates_per_minute=self.creates_per_minute,
@@ -332,6 +362,24 @@ class EachlabsBatchOperator(BaseOperator):
             retry_unknown_failures=self.retry_unknown_failures,
             max_output_bytes=self.max_output_bytes,
             total_items=total_items,
+            fresh=self._fresh(),
+            try_number=_count(getattr(ti, "try_number", None)),
+            max_tries=_count(getattr(ti, "max_tries", None)),
+        )
+
+    def _fresh(self) -> bool:
+        """``fresh_prediction`` as rendered: a bool, or the text a template renders one as."""
+        from airflow_provider_eachlabs.exceptions import EachlabsInputError
+        from airflow_provider_eachlabs.reruns import FRESH_PARAMETER
+
+        value = self.fresh_prediction
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if isinstance(value, (str, int)) and text in ("true", "1", "false", "0", ""):
+            return text in ("true", "1")
+        raise EachlabsInputError(
+            FRESH_PARAMETER, value, "must be True or False (or 'true', '1', 'false', '0')"
         )
 
     def _deadline(self, context: Context) -> float | None:
@@ -402,15 +450,41 @@ class EachlabsBatchOperator(BaseOperator):
 
 
 class _JournalledUploads(dict[str, str]):
-    """Uploads by content hash, kept in the journal, so a retry does not upload the same bytes again."""
+    """Uploads by content hash, kept in the journal, so a retry does not upload the same bytes again;
+    ``files`` is the other way round (URL to hash), for ``reruns.input_digests``."""
 
     def __init__(self, journal: Journal) -> None:
         super().__init__(journal.state.uploads)
         self._journal = journal
+        self.files = {url: digest for digest, url in journal.state.uploads.items()}
 
     def __setitem__(self, digest: str, url: str) -> None:
         super().__setitem__(digest, url)
+        self.files[url] = digest
         self._journal.record({"upload": digest, "url": url})
+
+
+def _previous_rows(results_path: str, log: Any) -> Iterator[dict[str, Any]]:
+    """The rows of the results manifest an earlier try left, read as a stream; none when it is not
+    there, a line that is not a JSON object is skipped (``Journal.seed`` checks the rest)."""
+    import json
+
+    from airflow_provider_eachlabs.batch.folder import Folder
+
+    folder, _, name = results_path.rpartition("/")
+    try:
+        if not Folder(folder or ".").exists(name):
+            return
+        with Folder(folder or ".").open_text(name) as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(row, dict):
+                    yield row
+    except (OSError, ValueError) as error:
+        log.warning("The earlier results manifest %s cannot be read (%s): not used", results_path, error)
 
 
 class FluxFillBatchOperator(EachlabsBatchOperator):
@@ -486,6 +560,11 @@ class FluxFillBatchOperator(EachlabsBatchOperator):
         if info is None:
             raise EachlabsInputError("image", url, "must be a JPEG, PNG or WebP image (its bytes are not)")
         return ImageFile("image", url, content, info)
+
+
+def _count(value: Any) -> int | None:
+    """A try number or ``max_tries`` as Airflow gives it, or None (a test's stand-in has none)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _json_line(value: Any) -> str:
