@@ -30,6 +30,18 @@ FRESH_PARAMETER = "fresh_prediction"
 FRESH_HINT = f"set {FRESH_PARAMETER}=True to buy a new one"
 
 
+def fresh_requested(value: Any) -> bool:
+    """``fresh_prediction`` as rendered: a bool, or the text a template renders one as."""
+    from airflow_provider_eachlabs.exceptions import EachlabsInputError
+
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if isinstance(value, (str, int)) and text in ("true", "1", "false", "0", ""):
+        return text in ("true", "1")
+    raise EachlabsInputError(FRESH_PARAMETER, value, "must be True or False (or 'true', '1', 'false', '0')")
+
+
 def input_digests(input: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, str]:
     """Each top-level field's digest. ``files`` maps an uploaded file's URL to the sha256 of its
     bytes, so the same bytes uploaded again under another URL are the same input."""
@@ -82,7 +94,8 @@ def decide(earlier: Earlier | None, key: str, digests: Mapping[str, str], *, fre
         return Decision(Choice.BUY, "no earlier try bought a prediction: buying one")
     since = f"since try {earlier.try_number}" if earlier.try_number else "since an earlier try"
     if earlier.key is not None and earlier.key != key:
-        fields = ", ".join(changed_fields(earlier.digests or {}, digests)) or "input"
+        changed = changed_fields(earlier.digests, digests) if earlier.digests is not None else []
+        fields = ", ".join(changed) or "input"
         return Decision(Choice.BUY, f"input changed {since} ({fields}): buying a new prediction")
     if fresh and not earlier.bought_fresh_this_run:
         return Decision(

@@ -342,6 +342,7 @@ class EachlabsBatchOperator(BaseOperator):
     def _config(self, context: Context, total_items: int | None) -> BatchConfig:
         from airflow_provider_eachlabs.batch.runner import BatchConfig
         from airflow_provider_eachlabs.polling import expected_seconds_for
+        from airflow_provider_eachlabs.reruns import fresh_requested
 
         folder = self._folder
         ti = context["ti"]
@@ -362,24 +363,9 @@ class EachlabsBatchOperator(BaseOperator):
             retry_unknown_failures=self.retry_unknown_failures,
             max_output_bytes=self.max_output_bytes,
             total_items=total_items,
-            fresh=self._fresh(),
+            fresh=fresh_requested(self.fresh_prediction),
             try_number=_count(getattr(ti, "try_number", None)),
             max_tries=_count(getattr(ti, "max_tries", None)),
-        )
-
-    def _fresh(self) -> bool:
-        """``fresh_prediction`` as rendered: a bool, or the text a template renders one as."""
-        from airflow_provider_eachlabs.exceptions import EachlabsInputError
-        from airflow_provider_eachlabs.reruns import FRESH_PARAMETER
-
-        value = self.fresh_prediction
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if isinstance(value, (str, int)) and text in ("true", "1", "false", "0", ""):
-            return text in ("true", "1")
-        raise EachlabsInputError(
-            FRESH_PARAMETER, value, "must be True or False (or 'true', '1', 'false', '0')"
         )
 
     def _deadline(self, context: Context) -> float | None:

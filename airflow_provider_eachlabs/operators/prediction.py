@@ -247,14 +247,14 @@ class EachlabsPredictionOperator(BaseOperator):
         record is saved before the create is sent.
         """
         from airflow_provider_eachlabs.record import RecordState
-        from airflow_provider_eachlabs.reruns import Choice, decide, input_digests, input_key
+        from airflow_provider_eachlabs.reruns import Choice, decide, fresh_requested, input_digests, input_key
         from airflow_provider_eachlabs.results import INPUT_XCOM_MAX_BYTES, small_json
 
         input_ = self.build_input(context, record)
         files = {url: digest for digest, url in record.uploads.items()}
         digests = input_digests(input_, files)
         key = input_key(digests)
-        fresh = self._fresh()
+        fresh = fresh_requested(self.fresh_prediction)
         ti = context["ti"]
         if record.state is RecordState.CREATED:
             assert record.prediction_id is not None
@@ -307,12 +307,6 @@ class EachlabsPredictionOperator(BaseOperator):
         record.created(prediction_id, time.time())
         self._announce(context, record, prediction_id, how, why)
         return prediction_id, record.started_at or time.time(), None
-
-    def _fresh(self) -> bool:
-        from airflow_provider_eachlabs.inputs import require_bool
-        from airflow_provider_eachlabs.reruns import FRESH_PARAMETER
-
-        return require_bool(FRESH_PARAMETER, self.fresh_prediction)
 
     def _earlier(
         self, context: Context, record: TaskRecord, files: Mapping[str, str]

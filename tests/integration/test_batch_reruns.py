@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_eachlabs.batch.journal import JOURNAL_FOLDER
 from airflow_provider_eachlabs.testing import EachlabsSimulator
 from tests.integration import test_batch
+from tests.integration.conftest import RERUN_ROWS
 from tests.integration.test_batch import BatchTI, assert_stored, batch, creates, journal_files, results
 
 start_simulator = test_batch.start_simulator  # the fixture, shared
@@ -46,6 +47,20 @@ def items(bad_prompt: str | None = None, **prompts: str) -> list[dict[str, Any]]
         {"key": key, "seed": n, **({"prompt": chosen[key]} if key in chosen else {})}
         for n, key in enumerate(("img0", "img1", "bad", "img3"))
     ]
+
+
+def table_row(order: int, run_again_by: str, input_since: str, bought: str, outcome: str) -> None:
+    """A row of the re-run table the suite prints (the README's "Re-running a fill")."""
+    RERUN_ROWS.append(
+        {
+            "order": order,
+            "operator": "FluxFillBatchOperator (4 items)",
+            "run again by": run_again_by,
+            "input since the earlier try": input_since,
+            "predictions bought": bought,
+            "outcome": outcome,
+        }
+    )
 
 
 def sent_prompts(sim: EachlabsSimulator) -> list[str]:
@@ -92,6 +107,13 @@ def test_a_rejected_item_fixed_in_the_manifest_is_bought_once_with_its_new_promp
     assert "3 items unchanged since an earlier try re-use what it bought" in log
     assert rows["bad"]["input_key"] != before["bad"]["input_key"]
     assert rows["img0"]["input_key"] == before["img0"]["input_key"]
+    table_row(
+        11,
+        "clear",
+        "the rejected item fixed",
+        "1",
+        "buys the fixed item with its new prompt; the 3 others re-used",
+    )
 
 
 def test_an_unchanged_rejected_item_is_refused_without_buying_naming_the_prediction(
@@ -114,6 +136,13 @@ def test_an_unchanged_rejected_item_is_refused_without_buying_naming_the_predict
         assert row["error"] in str(caught.value)
         log = said(capsys)
         assert f"Item bad: {row['error']}" in log
+    table_row(
+        12,
+        "retry, clear",
+        "unchanged after a rejection",
+        "0",
+        "the rejected item refused, naming its prediction",
+    )
 
 
 def test_a_batch_cleared_after_success_keeps_the_unchanged_and_buys_the_changed(
@@ -147,6 +176,13 @@ def test_a_batch_cleared_after_success_keeps_the_unchanged_and_buys_the_changed(
     ]
     log = said(capsys)
     assert "Item img1: input changed since try 1 (prompt): buying a new prediction" in log
+    table_row(
+        13,
+        "clear after full success",
+        "unchanged, then one item edited",
+        "0, then 1",
+        "keeps the stored items",
+    )
 
 
 def test_another_run_writing_the_same_folder_re_uses_nothing_of_this_one(
@@ -186,6 +222,13 @@ def test_fresh_prediction_buys_every_item_once_per_run_or_clear(
 
     batch(out, items(), fresh_prediction=True).execute(attempt(1, 2))  # cleared again
     assert creates(sim) == 12
+    table_row(
+        14,
+        "clear with fresh_prediction=True (then a retry)",
+        "unchanged",
+        "4 (then 0)",
+        "every item anew, once per clear",
+    )
 
 
 def test_fresh_prediction_survives_a_try_that_died_mid_batch(
@@ -225,6 +268,9 @@ def test_an_output_file_deleted_is_stored_again_from_its_prediction_without_buyi
     assert_stored(sim, rows["img1"], out / "img1.png")
     log = said(capsys)
     assert f"its stored output {out / 'img1.png'} is gone: storing prediction" in log
+    table_row(
+        15, "clear", "unchanged, one output file deleted", "0", "stores the same prediction's output again"
+    )
 
 
 def test_a_journalled_item_changed_before_its_retry_sends_the_new_input(
