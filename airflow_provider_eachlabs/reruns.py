@@ -58,6 +58,21 @@ def changed_fields(before: Mapping[str, str], now: Mapping[str, str]) -> list[st
     return sorted(name for name in set(before) | set(now) if before.get(name) != now.get(name))
 
 
+def rejection(error_code: Any, said: str) -> str | None:
+    """The reason to give when a failed prediction was a final rejection (content policy, invalid
+    input), which the same input would meet again; None for any other failure."""
+    from airflow_provider_eachlabs.api import FINAL_CAUSES, failure_cause
+
+    cause = failure_cause(error_code if isinstance(error_code, str) else None)
+    return f"{cause.value}: {said}"[:300] if cause in FINAL_CAUSES else None
+
+
+def fresh_this_run(bought_fresh: Any, bought_under: Any, max_tries: Any) -> bool:
+    """Whether an earlier purchase was the fresh one of this run or clear: made with
+    ``fresh_prediction`` under the ``max_tries`` Airflow gives the task now (a clear raises it)."""
+    return bought_fresh is True and bought_under is not None and bought_under == max_tries
+
+
 class Choice(Enum):
     BUY = "bought"
     REUSE = "re-used"

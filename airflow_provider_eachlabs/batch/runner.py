@@ -51,7 +51,7 @@ from airflow_provider_eachlabs.exceptions import (
     PredictionFailed,
     is_final,
 )
-from airflow_provider_eachlabs.reruns import Choice, Decision, Earlier, decide
+from airflow_provider_eachlabs.reruns import Choice, Decision, Earlier, decide, fresh_this_run, rejection
 from airflow_provider_eachlabs.storage import write_atomically
 
 if TYPE_CHECKING:
@@ -270,9 +270,7 @@ class BatchRunner:
         else:
             return None
         if status == "failed" and row.get("final"):
-            cause = api.failure_cause(row.get("error_code"))
-            if cause in api.FINAL_CAUSES:
-                rejected = f"{cause.value}: {row.get('error_code')}"
+            rejected = rejection(row.get("error_code"), str(row.get("error_code")))
         return Earlier(
             prediction_id=prediction_id,
             try_number=item.try_number,
@@ -280,9 +278,7 @@ class BatchRunner:
             digests=item.digests,
             status=status,
             rejected=rejected,
-            bought_fresh_this_run=item.fresh
-            and item.max_tries is not None
-            and item.max_tries == self.config.max_tries,
+            bought_fresh_this_run=fresh_this_run(item.fresh, item.max_tries, self.config.max_tries),
         )
 
     def _reuse(self, key: str, item: ItemState, now: float) -> None:

@@ -312,9 +312,14 @@ class EachlabsPredictionOperator(BaseOperator):
         self, context: Context, record: TaskRecord, files: Mapping[str, str]
     ) -> tuple[Earlier, Prediction | None]:
         """What the record's prediction was bought for, and the API's word on it now."""
-        from airflow_provider_eachlabs.api import FINAL_CAUSES
         from airflow_provider_eachlabs.exceptions import EachlabsNotFoundError
-        from airflow_provider_eachlabs.reruns import Earlier, input_digests, input_key
+        from airflow_provider_eachlabs.reruns import (
+            Earlier,
+            fresh_this_run,
+            input_digests,
+            input_key,
+            rejection,
+        )
 
         assert record.prediction_id is not None
         try:
@@ -326,9 +331,8 @@ class EachlabsPredictionOperator(BaseOperator):
         if not (isinstance(digests, Mapping) and all(isinstance(v, str) for v in digests.values())):
             # An older release's record: the input as sent, when it kept it, stands for it.
             digests = input_digests(record.sent_input, files) if record.sent_input is not None else None
-        rejected = None
-        if prediction is not None and prediction.failed and prediction.failure_cause in FINAL_CAUSES:
-            rejected = f"{prediction.failure_cause.value}: {prediction.error_text}"[:300]
+        failed = prediction is not None and prediction.failed
+        rejected = rejection(prediction.error_code, prediction.error_text) if failed and prediction else None
         max_tries = getattr(context["ti"], "max_tries", None)
         earlier = Earlier(
             prediction_id=record.prediction_id,
@@ -337,7 +341,7 @@ class EachlabsPredictionOperator(BaseOperator):
             digests=dict(digests) if digests is not None else None,
             status=prediction.status if prediction is not None else "unknown",
             rejected=rejected,
-            bought_fresh_this_run=bought.get("fresh") is True and bought.get("max_tries") == max_tries,
+            bought_fresh_this_run=fresh_this_run(bought.get("fresh"), bought.get("max_tries"), max_tries),
         )
         return earlier, prediction
 

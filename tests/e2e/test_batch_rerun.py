@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from tests.e2e.conftest import AirflowStack, wait_for
+from tests.e2e.rest import clear_task, set_variable
 
 DAG_ID = "eachlabs_rerun_batch"
 TASK_ID = "fill_items"
@@ -28,24 +29,11 @@ def items(bad_prompt: str) -> list[dict[str, Any]]:
 
 
 def set_items(stack: AirflowStack, value: list[dict[str, Any]]) -> None:
-    body = {"key": VARIABLE, "value": json.dumps(value)}
-    answer = stack.api.request("POST", "/variables", json=body, expect=(201, 409))
-    if answer is None or "key" not in answer:  # it exists: a PATCH, as a user editing it would
-        stack.api.request("PATCH", f"/variables/{VARIABLE}", json=body)
+    set_variable(stack, VARIABLE, json.dumps(value))
 
 
 def clear(stack: AirflowStack, run_id: str) -> None:
-    stack.api.request(
-        "POST",
-        f"/dags/{DAG_ID}/clearTaskInstances",
-        json={"dag_run_id": run_id, "task_ids": [TASK_ID], "only_failed": False, "dry_run": False},
-    )
-    wait_for(
-        "the cleared run to start again",
-        lambda: stack.api.run_state(DAG_ID, run_id) in ("queued", "running"),
-        timeout=30,
-        interval=0.2,
-    )
+    clear_task(stack, DAG_ID, run_id, TASK_ID)
 
 
 def rows(stack: AirflowStack) -> dict[str, dict[str, Any]]:

@@ -11,30 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import AirflowStack, wait_for
+from tests.e2e.rest import clear_task, set_variable
 
 DAG_ID, TASK_ID = "eachlabs_rerun_fill", "fill"
 VARIABLE = "eachlabs_rerun_prompt"
 
 
 def set_prompt(stack: AirflowStack, prompt: str) -> None:
-    body = {"key": VARIABLE, "value": prompt}
-    answer = stack.api.request("POST", "/variables", json=body, expect=(201, 409))
-    if answer is None or "key" not in answer:
-        stack.api.request("PATCH", f"/variables/{VARIABLE}", json=body)
+    set_variable(stack, VARIABLE, prompt)
 
 
 def clear_and_wait(stack: AirflowStack, run_id: str) -> str:
-    stack.api.request(
-        "POST",
-        f"/dags/{DAG_ID}/clearTaskInstances",
-        json={"dag_run_id": run_id, "task_ids": [TASK_ID], "only_failed": False, "dry_run": False},
-    )
-    wait_for(
-        "the cleared run to start again",
-        lambda: stack.api.run_state(DAG_ID, run_id) in ("queued", "running"),
-        timeout=30,
-        interval=0.2,
-    )
+    clear_task(stack, DAG_ID, run_id, TASK_ID)
     return stack.api.wait_run(DAG_ID, run_id, 180)
 
 

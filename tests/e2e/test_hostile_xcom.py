@@ -24,7 +24,8 @@ import pytest
 import requests
 
 from airflow_provider_eachlabs.testing import EachlabsSimulator
-from tests.e2e.conftest import API_KEY, AirflowStack, wait_for
+from tests.e2e.conftest import API_KEY, AirflowStack
+from tests.e2e.rest import trigger_until_deferred
 from tests.e2e.test_ui_plugin import FILL_DAG, FILL_TASK, SCENE, plugin, ti_path
 
 OTHER_TEAM_SECRET = "other-team-password-5e1f"
@@ -92,12 +93,7 @@ def test_xcom_cannot_pick_the_connection(dags_ready: AirflowStack, other_team: E
     sim = stack.slow_sim
     stack.use_simulator(sim)
     try:
-        run_id = stack.api.trigger(FILL_DAG)
-        wait_for(
-            "the fill to defer",
-            lambda: any(ti["state"] == "deferred" for ti in stack.api.task_instances(FILL_DAG, run_id)),
-            timeout=120,
-        )
+        run_id = trigger_until_deferred(stack, FILL_DAG)
         request = stack.api.xcom(FILL_DAG, run_id, FILL_TASK, "eachlabs_request")
         patch_xcom(
             stack, FILL_DAG, run_id, FILL_TASK, "eachlabs_request", {**request, "conn_id": "other_team_http"}
@@ -227,12 +223,7 @@ def test_a_slow_api_under_many_viewers_leaves_airflows_own_pages_quick(dags_read
     sim = stack.slow_sim
     stack.use_simulator(sim)
     try:
-        run_id = stack.api.trigger(FILL_DAG)
-        wait_for(
-            "the fill to defer",
-            lambda: any(ti["state"] == "deferred" for ti in stack.api.task_instances(FILL_DAG, run_id)),
-            timeout=120,
-        )
+        run_id = trigger_until_deferred(stack, FILL_DAG)
         sim.inject("get", "delay", times=1000, seconds=20)
         path = ti_path(FILL_DAG, run_id, FILL_TASK)
         plugin(stack, path)  # a token for the viewers

@@ -19,7 +19,8 @@ import requests
 
 from airflow_provider_eachlabs.imageinfo import is_whole_image, read_image_info
 from airflow_provider_eachlabs.links import task_tab_path
-from tests.e2e.conftest import API_KEY, OUTSIDER_USER, ROOT, AirflowApi, AirflowStack, wait_for
+from tests.e2e.conftest import API_KEY, OUTSIDER_USER, ROOT, AirflowApi, AirflowStack
+from tests.e2e.rest import trigger_until_deferred
 
 FILL_DAG, FILL_TASK = "eachlabs_flux_fill", "remove_crate"
 SCENE = ROOT / "example_dags" / "data" / "scene.png"
@@ -123,12 +124,7 @@ def test_the_tab_follows_a_deferred_fill_live(dags_ready: AirflowStack) -> None:
     sim = stack.slow_sim
     stack.use_simulator(sim)
     try:
-        run_id = stack.api.trigger(FILL_DAG)
-        wait_for(
-            "the fill to defer",
-            lambda: any(ti["state"] == "deferred" for ti in stack.api.task_instances(FILL_DAG, run_id)),
-            timeout=120,
-        )
+        run_id = trigger_until_deferred(stack, FILL_DAG)
         path = ti_path(FILL_DAG, run_id, FILL_TASK)
         page = plugin(stack, path).text
         assert "waiting" in page and "/status?map_index=-1" in page

@@ -59,7 +59,17 @@ def test_no_module_reaches_itself_through_its_imports():
     assert cycles == []
 
 
-BOTTOM = ["exceptions", "redaction", "addresses", "settings", "api", "polling", "imageinfo", "retrying"]
+BOTTOM = [
+    "exceptions",
+    "redaction",
+    "addresses",
+    "settings",
+    "api",
+    "reruns",
+    "polling",
+    "imageinfo",
+    "retrying",
+]
 TRANSPORTS = ["transport.sync", "transport.aio", "transport.body", "transport.failures"]
 
 
@@ -72,7 +82,8 @@ def test_the_protocol_and_transports_import_nothing_above_them(module: str):
 
 
 @pytest.mark.parametrize(
-    "module", ["exceptions", "redaction", "addresses", "api", "polling", "imageinfo", "transport.body"]
+    "module",
+    ["exceptions", "redaction", "addresses", "api", "reruns", "polling", "imageinfo", "transport.body"],
 )
 def test_the_protocol_core_imports_no_airflow_and_no_http_library(module: str):
     tree = ast.parse(MODULES[f"{NAME}.{module}"].read_text())
