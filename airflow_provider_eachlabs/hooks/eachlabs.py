@@ -157,9 +157,18 @@ class EachlabsHook(BaseHook):
             mask_secret(secret)
 
     async def amask_secrets(self) -> None:
-        """``mask_secrets`` for a trigger, without blocking the event loop every trigger shares."""
-        from airflow.sdk.log import amask_secret
+        """``mask_secrets`` for a trigger, without blocking the event loop every trigger shares.
 
+        Airflow 3.2 has no ``amask_secret``: its ``mask_secret`` tells the triggerer's supervisor
+        through ``async_to_sync``, which works only off the event loop's thread, so it runs in one."""
+        try:
+            from airflow.sdk.log import amask_secret
+        except ImportError:
+            from airflow.sdk.log import mask_secret
+
+            for secret in self._secrets(await self.aget_settings()):
+                await asyncio.to_thread(mask_secret, secret)
+            return
         for secret in self._secrets(await self.aget_settings()):
             await amask_secret(secret)
 

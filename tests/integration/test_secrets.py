@@ -39,7 +39,7 @@ WEBHOOK_SECRET = "whsec-literal-5d1c0a"
 @pytest.fixture
 def masker() -> Iterator[Any]:
     """Airflow's masker, emptied first: the process of a task that resumes has registered nothing."""
-    from airflow.sdk.log import _secrets_masker
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
 
     masker = _secrets_masker()
     masker.reset_masker()
