@@ -202,6 +202,7 @@ def render_task_page(env: Environment, view: TaskView, base: str, nonce: str) ->
         badge=_badge(status),
         duration=_duration(view),
         failure=_failure(view),
+        stored_at=_stored_at(view),
         parameters=_parameters(view.input),
         has_history=len(view.attempts) > 1 or _has_task_state_store(),
         status_url=f"{base}/status?{query}",
@@ -321,6 +322,18 @@ def _duration(view: TaskView) -> str:
     return f"{verb} {(end - view.started).total_seconds():.0f} s"
 
 
+def _stored_at(view: TaskView) -> str:
+    """Where the output is, or will be: a running fill names the place its DAG gave it."""
+    if view.stored_path:
+        return view.stored_path
+    place = view.authority.output_path
+    if place is None:
+        return "not stored (no output_path)"
+    if view.waiting:
+        return f"will be stored {'in' if place.endswith('/') else 'at'} {place}"
+    return f"nothing stored in {place}" if place.endswith("/") else f"nothing stored at {place}"
+
+
 def _failure(view: TaskView) -> dict[str, Any] | None:
     outcome = view.outcome
     if not outcome or outcome.get("ok", True):
@@ -331,7 +344,12 @@ def _failure(view: TaskView) -> dict[str, Any] | None:
         "failed": "The prediction failed" + (f" ({code})" if code else ""),
         "cancelled": "The prediction was cancelled",
         "timeout": "The prediction did not finish in time",
-    }.get(status, f"The task failed ({outcome.get('error_class') or 'error'})")
+    }.get(
+        status,
+        f"The task failed ({outcome.get('error_class') or 'error'})"
+        if view.prediction_id
+        else f"The task failed before buying a prediction ({outcome.get('error_class') or 'error'})",
+    )
     return {
         "headline": headline,
         "message": outcome.get("error_message") or "",

@@ -88,6 +88,11 @@ def _nothing_recorded(view: TaskView, kind: str) -> str:
     if kind == "mask" and view.input and "mask" not in view.input:
         return "no mask was sent: the image's alpha channel marked the region"
     if kind == "after" and not view.outcome:
+        if view.state == "failed":
+            return (
+                "the task stopped before its prediction finished (a task marked failed while it waits "
+                "cancels its prediction)"
+            )
         return "the prediction has no output yet"
     if kind == "after" and view.outcome.get("ok") is False:
         status = view.outcome.get("status")

@@ -90,3 +90,55 @@ def test_an_unreadable_output_is_a_reason_full_size_and_a_drawn_no_image_as_a_th
     svg = bytes(thumbnail.body).decode()
     assert "<title>after: the output URL &lt;https://x/y.png&gt; answered 404</title>" in svg
     assert "no image</text>" in svg
+
+
+def _view(state: str, **recorded: Any) -> Any:
+    from airflow_provider_eachlabs.plugin.authority import Authority
+    from airflow_provider_eachlabs.plugin.records import TaskView
+
+    view = TaskView("dag", "run", "fill", -1, state, 1, "FluxFillOperator", None, None)
+    view.authority = Authority("eachlabs_default", recorded.pop("output_path", None), None)
+    for name, value in recorded.items():
+        setattr(view, name, value)
+    return view
+
+
+def _page(view: Any) -> str:
+    from airflow_provider_eachlabs.plugin.app import render_task_page, template_environment
+
+    return render_task_page(template_environment(), view, "/eachlabs/ti/dag/run/fill", "n")
+
+
+def test_a_task_that_failed_before_buying_says_why_and_what_to_do() -> None:
+    outcome = {
+        "ok": False,
+        "status": "error",
+        "error_class": "EachlabsAuthError",
+        "error_message": "HTTP 401: invalid API key (request id req_1)",
+        "request_id": "req_1",
+    }
+    page = _page(_view("failed", outcome=outcome))
+    assert "it failed before buying one, and nothing was billed" in page
+    assert "The task failed before buying a prediction (EachlabsAuthError)" in page
+    assert "HTTP 401: invalid API key" in page and "check it in the Eachlabs dashboard" in page
+
+
+def test_a_running_fill_says_where_its_output_will_be_stored() -> None:
+    running = _view("deferred", prediction_id="pred_1", output_path="/data/fills/")
+    assert "will be stored in /data/fills/" in _page(running)
+    named = _view("running", prediction_id="pred_1", output_path="/data/fills/sofa.png")
+    assert "will be stored at /data/fills/sofa.png" in _page(named)
+    assert "not stored (no output_path)" in _page(_view("running", prediction_id="pred_1"))
+
+
+def test_a_fill_marked_failed_while_waiting_does_not_say_it_has_no_output_yet() -> None:
+    from airflow_provider_eachlabs.plugin.images import unrecorded
+
+    stopped = _view("failed", prediction_id="pred_1", output_path="/data/fills/")
+    assert unrecorded(stopped, "after") == (
+        "the task stopped before its prediction finished (a task marked failed while it waits cancels "
+        "its prediction)"
+    )
+    assert (
+        unrecorded(_view("deferred", prediction_id="pred_1"), "after") == "the prediction has no output yet"
+    )
