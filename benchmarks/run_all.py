@@ -38,6 +38,7 @@ BENCHMARKS = (
     "batch-worker",
     "batch-deferred",
     "batch-large",
+    "manifest",
 )
 
 
@@ -64,6 +65,8 @@ def commands(quick: bool) -> dict[str, list[str]]:
             "11",
         ],
         "latency": ["bench_latency.py", "--json", *(["--per-cell", "10"] if quick else [])],
+        # One view of a 100,000-item batch's tab, and 12 at once, beside the whole-file reading it replaced.
+        "manifest": ["bench_manifest.py", "--json", *(["--rows", "20000"] if quick else [])],
         "batch": ["bench_batch.py", "--json", *(["--fills", "100"] if quick else [])],
         # The same task shape on Airflow's own TimeDeltaTrigger: Airflow's floor beside the fills.
         "batch-control": ["bench_batch.py", "--json", "--control", *(["--fills", "100"] if quick else [])],
@@ -172,6 +175,19 @@ def summary_rows(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
                         f"{fmt(row['delay_p99_s'])} s",
                         "-",
                         "info",
+                    )
+                )
+        elif name == "manifest":
+            for key, figure in report["figures"].items():
+                kind, views = key.split("_")
+                within = figure["added_rss_mb"] <= 64
+                verdict = "compare" if kind == "whole" else "met" if within else "MISSED"
+                rows.append(
+                    (
+                        f"manifest: {report['rows']:,} rows, {views} view(s) at once, {kind} reading",
+                        f"{figure['seconds']:.2f} s, RSS +{figure['added_rss_mb']:.0f} MB",
+                        "<= 64 MB" if kind == "streamed" else "-",
+                        verdict,
                     )
                 )
         elif name == "latency":
