@@ -254,6 +254,27 @@ def test_a_slow_api_under_many_viewers_leaves_airflows_own_pages_quick(dags_read
     stack.use_simulator(stack.fast_sim)
 
 
+def test_an_api_that_repeats_the_key_shows_it_nowhere(dags_ready: AirflowStack) -> None:
+    """A rejection whose message repeats the key: the outcome XCom, the tab and the task log (of the
+    deferred fill, resumed on a worker) carry ``***`` instead."""
+    stack = dags_ready
+    stack.use_simulator(stack.fast_sim)
+    stack.fast_sim.inject(
+        "create", "fail", error_code="PROVIDER_REJECTED", error_message=f"flagged (key {API_KEY})"
+    )
+    try:
+        run_id = stack.api.trigger(FILL_DAG)
+        assert stack.api.wait_run(FILL_DAG, run_id) == "failed"
+    finally:
+        stack.fast_sim.clear_faults()
+    outcome = stack.api.xcom(FILL_DAG, run_id, FILL_TASK, "eachlabs_outcome")
+    assert API_KEY not in str(outcome) and "flagged (key ***)" in outcome["error_message"]
+    page = plugin(stack, ti_path(FILL_DAG, run_id, FILL_TASK)).text
+    assert "flagged (key ***)" in page
+    log = stack.api.log(FILL_DAG, run_id, FILL_TASK, 1)
+    assert "flagged (key ***)" in log and API_KEY not in log
+
+
 def test_no_answer_carried_a_key(dags_ready: AirflowStack) -> None:
     from tests.e2e.test_ui_plugin import SEEN
 

@@ -406,3 +406,23 @@ def test_a_batch_page_renders_hostile_rows(tmp_path: Path) -> None:
     page = render_task_page(template_environment(), view, "/eachlabs/ti/dag/run/task", "n0nce")
     # Nine rows: the one whose fields hold 100,000 characters is past the line limit and skipped.
     assert 'id="done">9 / 10<' in page and 'id="failed">9<' in page and "&lt;script&gt;" in page
+
+
+def test_a_batch_items_stored_path_outside_output_path_is_not_served(tmp_path: Path) -> None:
+    """A results row is written by the task: its ``stored_path`` is a claim checked like XCom's."""
+    from airflow_provider_eachlabs.plugin.authority import Authority
+    from airflow_provider_eachlabs.plugin.images import Unavailable, batch_picture
+    from airflow_provider_eachlabs.plugin.records import TaskView
+
+    (tmp_path / "out").mkdir()
+    secret = tmp_path / "passport.png"
+    secret.write_bytes((Path(__file__).parents[2] / "example_dags" / "data" / "scene.png").read_bytes())
+    view = TaskView("dag", "run", "task", -1, "success", 1, "FluxFillBatchOperator", None, None)
+    view.authority = Authority("eachlabs_default", f"{tmp_path}/out/", None)
+    for forged in (
+        str(secret),
+        f"{tmp_path}/out/../passport.png",
+        f"file://{tmp_path}/out/%2e%2e/passport.png",
+    ):
+        with pytest.raises(Unavailable, match="is not inside the task's output_path"):
+            batch_picture(view, {"key": "a", "stored_path": forged}, thumbnail=False)
