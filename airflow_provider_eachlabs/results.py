@@ -63,15 +63,12 @@ def prediction_summary(prediction: Prediction) -> dict[str, Any]:
 
 
 def report_success(context: Context, prediction: Prediction, log: Any) -> None:
-    """Log a success with its cost once per prediction, not once per try.
+    """Log a success with its cost once per prediction, not once per try, and count it in the metrics.
 
     A try that re-attaches to a prediction an earlier try already reported (its store failed, say)
-    says so instead, so that summing the costs in the logs counts each prediction once.
+    says so instead, so that summing the costs in the logs or the metrics counts each prediction once.
     """
-    from airflow_provider_eachlabs.record import TaskRecord
-
-    record = TaskRecord.load(context)
-    if prediction.id in record.reported_ids:
+    if not _first_report(context, prediction.id):
         log.info("Prediction %s succeeded (its cost was reported by an earlier try)", prediction.id)
         return
     metrics = prediction.metrics
@@ -81,8 +78,40 @@ def report_success(context: Context, prediction: Prediction, log: Any) -> None:
         metrics.get("predict_time", "unreported"),
         metrics.get("cost", "unreported"),
     )
-    record.reported_ids.append(prediction.id)
+    from airflow_provider_eachlabs import metrics as emit
+
+    emit.ended(prediction, emit.task_tags(context["ti"]))
+
+
+def report_end(context: Context, prediction: Prediction) -> None:
+    """Count a failed or cancelled prediction (and its cost) in the metrics, once per prediction:
+    the guard ``report_success`` uses, so a later try that refuses or re-reads it counts nothing."""
+    if _first_report(context, prediction.id):
+        from airflow_provider_eachlabs import metrics as emit
+
+        emit.ended(prediction, emit.task_tags(context["ti"]))
+
+
+def report_timeout(context: Context, prediction_id: str) -> None:
+    """Count a prediction the task's timeout cancelled, once per prediction."""
+    if _first_report(context, prediction_id):
+        from airflow_provider_eachlabs import metrics as emit
+
+        emit.timed_out(emit.task_tags(context["ti"]))
+
+
+def _first_report(context: Context, prediction_id: str) -> bool:
+    """Whether no try of this task instance reported the end of ``prediction_id`` yet; if so, it is
+    marked reported (and saved) before the caller says anything: a try that dies between the two
+    leaves the end unreported rather than reported twice."""
+    from airflow_provider_eachlabs.record import TaskRecord
+
+    record = TaskRecord.load(context)
+    if prediction_id in record.reported_ids:
+        return False
+    record.reported_ids.append(prediction_id)
     record.save(context)
+    return True
 
 
 def small_json(value: Any, limit: int) -> Any:

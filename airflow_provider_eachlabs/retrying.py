@@ -11,7 +11,7 @@ last attempt is made at the deadline, then the error is raised for the caller to
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
@@ -115,6 +115,14 @@ def _policy(
     }
 
 
+def _count_rate_limit(error: BaseException, tags: Mapping[str, str] | None) -> None:
+    """A 429 is counted where it is met: here, the one layer every request goes through."""
+    if isinstance(error, EachlabsRateLimitError):
+        from airflow_provider_eachlabs import metrics
+
+        metrics.rate_limited(tags)
+
+
 def call_with_retries(
     attempt: Callable[[], T],
     settings: EachlabsSettings,
@@ -123,18 +131,21 @@ def call_with_retries(
     log: Any,
     deadline: float | None = None,
     rate_limits: bool = True,
+    metric_tags: Mapping[str, str] | None = None,
 ) -> T:
     """Run ``attempt`` until it returns, or the policy gives up and its last error is raised.
 
     The first attempt runs before any retry machinery is built; if it fails, its error is handed to
     tenacity as attempt 1, so tenacity alone decides whether, when and how often to try again.
     ``log`` is the caller's logger (stdlib or structlog); ``deadline`` is epoch seconds;
-    ``rate_limits`` False hands a 429 to the caller at once (see ``should_retry``).
+    ``rate_limits`` False hands a 429 to the caller at once (see ``should_retry``). Every 429 met is
+    counted in the metrics, with ``metric_tags``.
     """
     try:
         return attempt()
     except Exception as error:
         first: Exception = error
+        _count_rate_limit(error, metric_tags)
     replayed = False
 
     def first_failure_then_attempt() -> T:
@@ -142,7 +153,11 @@ def call_with_retries(
         if not replayed:
             replayed = True
             raise first
-        return attempt()
+        try:
+            return attempt()
+        except Exception as error:
+            _count_rate_limit(error, metric_tags)
+            raise
 
     policy = _policy(settings, resendable=resendable, deadline=deadline, log=log, rate_limits=rate_limits)
     return tenacity.Retrying(**policy)(first_failure_then_attempt)
@@ -155,6 +170,7 @@ async def acall_with_retries(
     resendable: bool,
     log: Any,
     deadline: float | None = None,
+    metric_tags: Mapping[str, str] | None = None,
 ) -> T:
     """``call_with_retries`` on the event loop: tenacity's ``AsyncRetrying``, which sleeps with asyncio.
 
@@ -166,6 +182,7 @@ async def acall_with_retries(
         return await attempt()
     except Exception as error:
         first: Exception = error
+        _count_rate_limit(error, metric_tags)
     replayed = False
 
     async def first_failure_then_attempt() -> T:
@@ -173,7 +190,11 @@ async def acall_with_retries(
         if not replayed:
             replayed = True
             raise first
-        return await attempt()
+        try:
+            return await attempt()
+        except Exception as error:
+            _count_rate_limit(error, metric_tags)
+            raise
 
     retrying = tenacity.AsyncRetrying(**_policy(settings, resendable=resendable, deadline=deadline, log=log))
     result: T = await retrying(first_failure_then_attempt)

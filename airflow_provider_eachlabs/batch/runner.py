@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from airflow_provider_eachlabs import api
+from airflow_provider_eachlabs import api, metrics
 from airflow_provider_eachlabs.batch.folder import Folder
 from airflow_provider_eachlabs.batch.journal import (
     CREATED,
@@ -177,6 +177,9 @@ class BatchRunner:
         # The input key and digests of a queued item's first create (later ones: the journal's).
         self._sending: dict[str, tuple[str | None, dict[str, str] | None]] = {}
         self._reused: tuple[int, str, Decision | None] = (0, "", None)  # how many, and one example
+        # Ends of predictions to count in the metrics once the journal that records them is written:
+        # a batch resumed from its journal (a triggerer restart, a retry) then never counts one twice.
+        self._ends: list[Callable[[], None]] = []
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -232,6 +235,8 @@ class BatchRunner:
             else:
                 count, example, said = self._reused
                 self._reused = (count + 1, example or key, said or decision)
+                if item.try_number != self.config.try_number:  # not a resume of this same try
+                    metrics.reused(self._tags)
                 self._reuse(key, item, now)
         count, example, said = self._reused
         if said is not None:
@@ -468,7 +473,7 @@ class BatchRunner:
             prediction_id = found
             if prediction_id is None:
                 prediction_id = await self._io(
-                    self.hook.submit_prediction,
+                    self._submit,
                     self.config.model,
                     input_,
                     since=sent_at,
@@ -489,6 +494,14 @@ class BatchRunner:
         self.pacer.created(now)
         self.journal.record({"key": key, "state": CREATED, "id": prediction_id, "at": now})
         self._watch(key, input_, prediction_id, now, now)
+
+    def _submit(self, model: str, input_: dict[str, Any], **kwargs: Any) -> str:
+        """The hook's exactly-once create, counted as bought in its thread the moment it returns: a
+        cancel of the batch (a triggerer restart) while the create is under way leaves it counted,
+        and the next run finds it rather than buying it again."""
+        prediction_id = self.hook.submit_prediction(model, input_, **kwargs)
+        metrics.bought(self._tags)
+        return prediction_id
 
     def _create_failed(self, key: str, input_: dict[str, Any], sent_at: float, error: EachlabsError) -> None:
         maybe_created = api.create_outcome_unknown(error)
@@ -583,6 +596,7 @@ class BatchRunner:
             failure: EachlabsError = error
         else:  # a terminal status the provider reads as neither success nor failure
             failure = EachlabsError(f"prediction {prediction.id} ended {prediction.status!r}")
+        self._ended(watch.key, prediction)
         if watch.input and not is_final(failure) and self.retries[watch.key] < self.config.item_retries:
             self.retries[watch.key] += 1
             self.log.warning("Item %s: %s; a new prediction is made", watch.key, failure)
@@ -614,13 +628,16 @@ class BatchRunner:
                     await asyncio.sleep(1.0 + attempt)
                     continue
                 failure: dict[str, Any] = {**_failure(error), "prediction_status": SUCCESS}
+                self._ended(watch.key, prediction)
                 self._done(watch.key, {**_figures(prediction), **failure})
                 return
             except EachlabsError as error:
+                self._ended(watch.key, prediction)
                 self._done(
                     watch.key, {**_figures(prediction), **_failure(error), "prediction_status": SUCCESS}
                 )
                 return
+            self._ended(watch.key, prediction)  # just before its row: nothing can run in between
             self._done(watch.key, {**_figures(prediction), "status": SUCCESS, **_stored(stored)})
             return
 
@@ -631,6 +648,24 @@ class BatchRunner:
 
     def _fetch(self, url: str) -> bytes:
         return bytes(self.hook.download(url, self.config.max_output_bytes).content)
+
+    def _ended(self, key: str, prediction: api.Prediction | None) -> None:
+        """Count a prediction's end (``None``: the batch's deadline cancelled it) once the journal
+        holds it; not when the journal's row already names it (an earlier run counted it)."""
+        item = self.journal.state.items.get(key)
+        watched = prediction.id if prediction is not None else self.watches[key].prediction_id
+        if item is not None and item.row and item.row.get("prediction_id") == watched:
+            return
+        tags = self._tags
+        if prediction is None:
+            self._ends.append(functools.partial(metrics.timed_out, tags))
+        else:
+            self._ends.append(functools.partial(metrics.ended, prediction, tags))
+
+    @property
+    def _tags(self) -> dict[str, str] | None:
+        """The metrics' tags: the task's, which the operator or the trigger gave the hook."""
+        return getattr(self.hook, "metric_tags", None)
 
     def _done(self, key: str, row: dict[str, Any]) -> None:
         """The item's results row, with what its prediction was bought for when it names one: a clear
@@ -657,6 +692,7 @@ class BatchRunner:
             task.cancel()
         for watch in list(self.watches.values()):
             await self._io(self.cancel_quietly, watch.prediction_id)
+            self._ended(watch.key, None)
             self._end_watch(watch)
             self._done(
                 watch.key, {"prediction_id": watch.prediction_id, "status": "timeout", "error": "deadline"}
@@ -685,9 +721,22 @@ class BatchRunner:
         the whole state when one is due), one write at a time."""
         async with self._write_lock:
             events = self.journal.take()
+            ends, self._ends = self._ends, []
             snapshot = list(self.journal.state.events()) if self.journal.wants_snapshot else None
             if events or snapshot is not None:
-                await self._io(self.journal.write, events, snapshot)
+                await self._io(self._write_then_count, events, snapshot, ends)
+            else:
+                _count(ends)
+
+    def _write_then_count(
+        self,
+        events: list[dict[str, Any]],
+        snapshot: list[dict[str, Any]] | None,
+        ends: list[Callable[[], None]],
+    ) -> None:
+        """In the write's thread, so that a cancel of the batch after the write still counts."""
+        self.journal.write(events, snapshot)
+        _count(ends)
 
     def _log_progress(self, now: float) -> None:
         rows = self.rows()
@@ -731,6 +780,11 @@ async def wait_for_event(event: asyncio.Event, timeout: float) -> None:
         await asyncio.wait({waiter}, timeout=timeout)
     finally:
         waiter.cancel()
+
+
+def _count(ends: list[Callable[[], None]]) -> None:
+    for count in ends:
+        count()
 
 
 def write_results(results_path: str, rows: list[dict[str, Any]]) -> None:

@@ -74,6 +74,8 @@ class EachlabsHook(BaseHook):
         self.status_requests = 0
         # Secrets besides the key that the API was given and may repeat: a webhook secret.
         self._also_redacted: set[str] = set()
+        # The tags (dag_id, task_id) of the task this hook works for, on the metrics it emits (429s).
+        self.metric_tags: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"EachlabsHook(eachlabs_conn_id={self.eachlabs_conn_id!r})"
@@ -497,7 +499,13 @@ class EachlabsHook(BaseHook):
             return read(answer.redacted(self._secrets(settings), keep_success_body=image_answer))
 
         return retrying.call_with_retries(
-            attempt, settings, resendable=resendable, log=self.log, deadline=deadline, rate_limits=rate_limits
+            attempt,
+            settings,
+            resendable=resendable,
+            log=self.log,
+            deadline=deadline,
+            rate_limits=rate_limits,
+            metric_tags=self.metric_tags,
         )
 
     async def _acall(
@@ -520,7 +528,12 @@ class EachlabsHook(BaseHook):
             return read(answer.redacted(self._secrets(settings)))
 
         result: T = await retrying.acall_with_retries(
-            attempt, settings, resendable=request.resendable, log=self.log, deadline=deadline
+            attempt,
+            settings,
+            resendable=request.resendable,
+            log=self.log,
+            deadline=deadline,
+            metric_tags=self.metric_tags,
         )
         return result
 

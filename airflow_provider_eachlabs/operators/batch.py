@@ -176,7 +176,10 @@ class EachlabsBatchOperator(BaseOperator):
     # --- the task -----------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_eachlabs.metrics import task_tags
+
         with final_errors_fail_the_task():
+            self.hook.metric_tags = task_tags(context["ti"])
             config = self._plan(context)
             if self.deferrable:
                 from airflow_provider_eachlabs.triggers.batch import BatchTrigger

@@ -195,9 +195,11 @@ class EachlabsPredictionOperator(BaseOperator):
             return self._execute(context)
 
     def _execute(self, context: Context) -> Any:
+        from airflow_provider_eachlabs.metrics import task_tags
         from airflow_provider_eachlabs.outputs import check_output_locations
         from airflow_provider_eachlabs.record import TaskRecord
 
+        self.hook.metric_tags = task_tags(context["ti"])
         self._check_webhook()
         check_output_locations(self.output_locations(), self.output_name)
         record = TaskRecord.load(context)
@@ -246,6 +248,7 @@ class EachlabsPredictionOperator(BaseOperator):
         recording: look for what it made from this input before paying again), nothing sent. The
         record is saved before the create is sent.
         """
+        from airflow_provider_eachlabs import metrics
         from airflow_provider_eachlabs.record import RecordState
         from airflow_provider_eachlabs.reruns import Choice, decide, fresh_requested, input_digests, input_key
         from airflow_provider_eachlabs.results import INPUT_XCOM_MAX_BYTES, small_json
@@ -263,6 +266,7 @@ class EachlabsPredictionOperator(BaseOperator):
             self.log.info(decision.reason[:1].upper() + decision.reason[1:])
             if decision.choice is Choice.REUSE:
                 self._announce(context, record, record.prediction_id, "re-used", decision.reason)
+                metrics.reused(metrics.task_tags(ti))
                 done = now[1] if now[1] is not None and now[1].succeeded else None
                 return record.prediction_id, record.started_at or time.time(), done
             if decision.choice is Choice.REFUSE:
@@ -304,6 +308,7 @@ class EachlabsPredictionOperator(BaseOperator):
             since=record.sent_at,
             exclude=record.finished_ids,
         )
+        metrics.bought(metrics.task_tags(ti))
         record.created(prediction_id, time.time())
         self._announce(context, record, prediction_id, how, why)
         return prediction_id, record.started_at or time.time(), None
@@ -460,6 +465,7 @@ class EachlabsPredictionOperator(BaseOperator):
 
         from airflow_provider_eachlabs.api import raise_for_prediction_end
         from airflow_provider_eachlabs.exceptions import PredictionTimeout
+        from airflow_provider_eachlabs.results import report_end, report_timeout
 
         try:
             prediction = self.hook.wait_for_prediction(
@@ -467,31 +473,43 @@ class EachlabsPredictionOperator(BaseOperator):
             )
         except PredictionTimeout:
             self._cancel_quietly(prediction_id)
+            report_timeout(context, prediction_id)
             raise
         except AirflowTaskTimeout as timeout:
             self._cancel_quietly(prediction_id)
+            report_timeout(context, prediction_id)
             raise PredictionTimeout(prediction_id, time.time() - started_at, None) from timeout
+        if not prediction.succeeded:
+            report_end(context, prediction)  # a success is reported by ``finish``
         raise_for_prediction_end(prediction, retry_unknown_failures=self.retry_unknown_failures)
         return self.finish(context, prediction)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: check the event, fail with everything the API said, or finish."""
+        from airflow_provider_eachlabs import metrics
+
         self.prediction_id = str((event or {}).get("prediction_id") or "") or None
         with final_errors_fail_the_task(), outcome_reported(context, lambda: self.prediction_id, self.model):
             # A resumed worker: nothing masked the secrets in this process yet, and the trigger, which
             # never holds the webhook secret, could not take it out of what the API said.
             self._guard_webhook_secret()
             self.hook.mask_secrets()
+            self.hook.metric_tags = metrics.task_tags(context["ti"])
             return self._complete(context, self.hook.redact(event))
 
     def _complete(self, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
         from airflow_provider_eachlabs.exceptions import PredictionTimeout
-        from airflow_provider_eachlabs.triggers.prediction import prediction_from_event
+        from airflow_provider_eachlabs.results import report_end, report_timeout
+        from airflow_provider_eachlabs.triggers.prediction import ended_unsuccessfully, prediction_from_event
 
+        unsuccessful = ended_unsuccessfully(event)
+        if unsuccessful is not None:
+            report_end(context, unsuccessful)  # a success is reported by ``finish``
         try:
             prediction = prediction_from_event(event, retry_unknown_failures=self.retry_unknown_failures)
         except PredictionTimeout as timeout:
             self._cancel_quietly(timeout.prediction_id)
+            report_timeout(context, timeout.prediction_id)
             raise
         return self.finish(context, prediction)
 

@@ -94,8 +94,10 @@ class PredictionSensor(BaseSensorOperator):
     def _execute(self, context: Context) -> Any:
         from airflow_provider_eachlabs.api import check_prediction_id, prediction_url
         from airflow_provider_eachlabs.inputs import require_text
+        from airflow_provider_eachlabs.metrics import task_tags
         from airflow_provider_eachlabs.outputs import check_output_locations
 
+        self.hook.metric_tags = task_tags(context["ti"])
         require_text("prediction_id", self.prediction_id)
         self.prediction_id = check_prediction_id(self.prediction_id, field_name="prediction_id")
         self._id_checked = True
@@ -141,12 +143,17 @@ class PredictionSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=self._finish(context, prediction))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        from airflow_provider_eachlabs.triggers.prediction import prediction_from_event
+        from airflow_provider_eachlabs.results import report_end
+        from airflow_provider_eachlabs.triggers.prediction import ended_unsuccessfully, prediction_from_event
 
         self._id_checked = True  # checked before the deferral
         with final_errors_fail_the_task(), outcome_reported(context, self._checked_id, None):
             self.hook.mask_secrets()  # a resumed worker: nothing masked the key in this process yet
-            return self._finish(context, prediction_from_event(self.hook.redact(event), self.prediction_id))
+            event = self.hook.redact(event)
+            unsuccessful = ended_unsuccessfully(event)
+            if unsuccessful is not None and unsuccessful.id == self.prediction_id:
+                report_end(context, unsuccessful)  # a success is reported by ``_finish``
+            return self._finish(context, prediction_from_event(event, self.prediction_id))
 
     def _finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
         """The result dict, or the error a failed or cancelled prediction stands for.
@@ -155,7 +162,10 @@ class PredictionSensor(BaseSensorOperator):
         """
         from airflow_provider_eachlabs.api import raise_for_prediction_end
         from airflow_provider_eachlabs.outputs import finished_result
+        from airflow_provider_eachlabs.results import report_end
 
+        if not prediction.succeeded:
+            report_end(context, prediction)  # once per prediction, as a success is
         raise_for_prediction_end(prediction, retry_unknown_failures=False)
         return finished_result(
             context,

@@ -36,11 +36,13 @@ class BatchTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_eachlabs.batch.runner import BatchConfig, BatchRunner, batch_hook
         from airflow_provider_eachlabs.exceptions import is_final
+        from airflow_provider_eachlabs.metrics import task_tags
         from airflow_provider_eachlabs.transport import aio
 
         config = BatchConfig(**self.config)
         try:
             hook = batch_hook(config.eachlabs_conn_id, self.log)
+            hook.metric_tags = task_tags(self.task_instance)
             await hook.aget_settings()  # read here, on the loop: the creates in threads then reuse it
             await hook.amask_secrets()  # this triggerer may never have read the connection before
             self._runner = BatchRunner(config, hook, self.log)

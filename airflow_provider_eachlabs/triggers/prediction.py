@@ -76,9 +76,11 @@ class PredictionTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
+        from airflow_provider_eachlabs.metrics import task_tags
         from airflow_provider_eachlabs.transport import aio
 
         hook = EachlabsHook(self.eachlabs_conn_id)
+        hook.metric_tags = task_tags(self.task_instance)  # on the 429s it meets
         try:
             await hook.amask_secrets()  # this triggerer may never have read the connection before
             loop = PollLoop(
@@ -160,6 +162,18 @@ class PredictionTrigger(BaseTrigger):
             "waited_seconds": waited,
             "last_status": last_status,
         }
+
+
+def ended_unsuccessfully(event: Mapping[str, Any] | None) -> Prediction | None:
+    """The prediction a ``failed`` or ``cancelled`` event carries (to count its end), else None."""
+    if not isinstance(event, Mapping) or event.get("status") not in ("failed", "cancelled"):
+        return None
+    data = event.get("prediction")
+    try:
+        prediction = Prediction.from_dict(data) if isinstance(data, Mapping) else None
+    except (KeyError, TypeError, ValueError, EachlabsError):
+        return None
+    return prediction if prediction is not None and (prediction.failed or prediction.cancelled) else None
 
 
 def prediction_from_event(

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -386,6 +387,7 @@ class AirflowStack:
     output_dir: Path
     components: dict[str, Managed] = field(default_factory=dict)
     connection_host: str = ""
+    statsd: StatsdListener | None = None
 
     def start_component(self, name: str) -> Managed:
         managed = self.processes.start(name, component_argv(name, self.base_url), self.env)
@@ -463,6 +465,56 @@ def connection_body(host: str) -> dict[str, Any]:
         "password": API_KEY,
         "extra": json.dumps({"timeout": 10, "max_retries": 3, "backoff_max": 2}),
     }
+
+
+class StatsdListener:
+    """A UDP socket on loopback that keeps every StatsD datagram the deployment sends (its
+    ``[metrics]`` point here): tests/e2e/test_metrics.py reads what a real Airflow emitted."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((LOOPBACK, 0))
+        self._sock.settimeout(0.2)
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="statsd-listener", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    def env(self) -> dict[str, str]:
+        """``[metrics]`` for this listener, with tags in the name (InfluxDB style) so they arrive."""
+        return {
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": LOOPBACK,
+            "AIRFLOW__METRICS__STATSD_PORT": str(self.port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+            "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
+        }
+
+    def lines(self) -> list[str]:
+        """Every metric line received so far (a datagram may carry several)."""
+        with self._lock:
+            return list(self._lines)
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._lines.extend(line for line in data.decode(errors="replace").splitlines() if line)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
 
 
 def _airflow_env(home: Path, db_url: str, port: int, password_file: Path, output_dir: Path) -> dict[str, str]:
@@ -543,6 +595,8 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
         try:
             stack.enter_context(fast_sim)
             stack.enter_context(slow_sim)
+            statsd = StatsdListener()
+            stack.callback(statsd.close)
             if os.environ.get("EACHLABS_E2E_DB", "sqlite") == "postgres":
                 pg_dir = workdir / "pg"
                 pg_dir.mkdir()
@@ -553,12 +607,14 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
             env = _airflow_env(home, db_url, port, password_file, output_dir)
             # Task and trigger logs next to the component logs, in pytest's kept temporary folder.
             env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(processes.log_dir / "airflow-logs")
+            env.update(statsd.env())  # every component sends its metrics to the listener
             base_url = env["AIRFLOW__API__BASE_URL"]
             migrate_database(env)
             api = AirflowApi(base_url, ADMIN_USER, password)
             airflow = AirflowStack(
                 home, env, base_url, password, api, processes, fast_sim, slow_sim, output_dir
             )
+            airflow.statsd = statsd
             for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
                 airflow.start_component(name)
             wait_healthy(api, processes)
