@@ -165,7 +165,7 @@ def test_a_killed_worker_s_fill_is_retried_on_the_other_and_re_attaches(
         assert state == "success", f"{ti}\n{log}\n{stack.logs()}"
         assert ti["try_number"] == 2 and ti["hostname"] != victim and ti["hostname"] in WORKERS, ti
         assert sum(sim.counters.creates.values()) - creates_before == 1, sim.counters
-        assert "Re-attached to prediction" in log, log
+        assert "Input unchanged since try 1: re-using prediction" in log, log
         FIGURES["worker death"] = (
             f"SIGKILL {victim} mid-wait -> try 2 on {ti['hostname']} re-attached, one create, "
             f"done {recovered:.1f} s after the kill (task heartbeat timeout 20 s)"
