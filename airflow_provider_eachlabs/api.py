@@ -175,6 +175,19 @@ class Prediction:
         return str(code) if code else None
 
     @property
+    def cost(self) -> float | None:
+        """What the API says the prediction cost, failed and cancelled ones included, when it says."""
+        cost = self.metrics.get("cost")
+        if (
+            isinstance(cost, (int, float))
+            and not isinstance(cost, bool)
+            and math.isfinite(cost)
+            and cost >= 0
+        ):
+            return float(cost)
+        return None
+
+    @property
     def failure_cause(self) -> FailureCause:
         return failure_cause(self.error_code)
 
@@ -254,12 +267,14 @@ def raise_for_prediction_end(prediction: Prediction, *, retry_unknown_failures: 
             error_code=prediction.error_code,
             final=final,
             request_id=prediction.request_id,
+            cost=prediction.cost,
         )
     if prediction.cancelled:
         raise PredictionCancelled(
             f"Eachlabs prediction {prediction.id} was cancelled ({prediction.error_text}){where}",
             prediction_id=prediction.id,
             request_id=prediction.request_id,
+            cost=prediction.cost,
         )
 
 

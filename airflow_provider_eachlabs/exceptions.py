@@ -172,11 +172,14 @@ class PredictionFailed(EachlabsError):
         error_code: str | None,
         final: bool,
         request_id: str | None = None,
+        cost: float | None = None,
     ) -> None:
         self.prediction_id = prediction_id
         self.error_code = error_code
         self.final = final
         self.request_id = request_id
+        # What the API billed for the failed prediction, when it said: the task's outcome shows it.
+        self.cost = cost
         super().__init__(message)
 
 
@@ -186,9 +189,12 @@ class PredictionCancelled(EachlabsError):
 
     final = True
 
-    def __init__(self, message: str, *, prediction_id: str, request_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, prediction_id: str, request_id: str | None = None, cost: float | None = None
+    ) -> None:
         self.prediction_id = prediction_id
         self.request_id = request_id
+        self.cost = cost
         super().__init__(message)
 
 

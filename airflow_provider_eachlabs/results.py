@@ -165,8 +165,9 @@ def batch_outcome(summary: dict[str, Any], *, model: str, ok: bool) -> dict[str,
     }
 
 
-def failure_outcome(prediction_id: str, model: str | None, error: BaseException) -> dict[str, Any]:
-    """The ``eachlabs_outcome`` XCom of a task that failed after its prediction existed."""
+def failure_outcome(prediction_id: str | None, model: str | None, error: BaseException) -> dict[str, Any]:
+    """The ``eachlabs_outcome`` XCom of a task that failed: after its prediction existed (with what the
+    API billed for it), or before it bought one (``prediction_id`` None, so the tab can say why)."""
     from airflow_provider_eachlabs import exceptions
 
     status = {
@@ -184,6 +185,7 @@ def failure_outcome(prediction_id: str, model: str | None, error: BaseException)
         "error_message": str(error)[:1000],
         "request_id": getattr(error, "request_id", None),
         "final": exceptions.is_final(error),
+        "cost": getattr(error, "cost", None),
     }
 
 
@@ -191,7 +193,8 @@ def failure_outcome(prediction_id: str, model: str | None, error: BaseException)
 def outcome_reported(
     context: Context, prediction_id: Callable[[], str | None], model: str | None
 ) -> Iterator[None]:
-    """A task that fails once its prediction exists leaves ``eachlabs_outcome`` saying how and why.
+    """A task that fails leaves ``eachlabs_outcome`` saying how and why, whether its prediction exists
+    or it failed before buying one (a wrong key, bad input, an output place it cannot write).
 
     ``prediction_id`` is asked when the error happens (the task learns the id as it goes). Only the
     provider's own errors are reported: anything else is a bug the task log shows.
@@ -201,7 +204,6 @@ def outcome_reported(
     except Exception as error:
         from airflow_provider_eachlabs.exceptions import EachlabsError
 
-        known = prediction_id()
-        if known and isinstance(error, EachlabsError):
-            context["ti"].xcom_push(key=OUTCOME_KEY, value=failure_outcome(known, model, error))
+        if isinstance(error, EachlabsError):
+            context["ti"].xcom_push(key=OUTCOME_KEY, value=failure_outcome(prediction_id(), model, error))
         raise

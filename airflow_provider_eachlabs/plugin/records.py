@@ -308,6 +308,12 @@ def _one_per_prediction(newest_first: Iterable[Row]) -> list[Row]:
     return rows
 
 
+def bought_something(outcome: dict[str, Any]) -> bool:
+    """Whether an outcome stands for predictions bought: a batch, or a fill that names its prediction
+    (a task that failed before buying records why for its tab, and costs nothing)."""
+    return bool(outcome.get("batch") or outcome.get("prediction_id"))
+
+
 def figures(rows: list[Row]) -> Figures:
     """Totals over fills, a batch task counting for each of its items. Percentiles take a batch's
     median once per fill it stored: its rows are in its results manifest, not read here."""
@@ -372,7 +378,7 @@ def overview(
     rows = _one_per_prediction(
         Row(x.dag_id, x.run_id, x.task_id, x.map_index, x.timestamp, value)
         for x in session.scalars(query.order_by(XComModel.timestamp.desc())).all()
-        if isinstance(value := _value(x), dict)
+        if isinstance(value := _value(x), dict) and bought_something(value)
     )
     if status:
         rows = [row for row in rows if row.status == status]

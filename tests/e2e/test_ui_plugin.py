@@ -155,7 +155,9 @@ def test_the_fills_page_adds_up_what_the_tasks_recorded(
     fills = int(re.search(r'id="fills">(\d+)<', page).group(1))  # type: ignore[union-attr]
     spend = float(re.search(r'id="spend">\$([0-9.]+)<', page).group(1))  # type: ignore[union-attr]
     # A single fill counts once, however many tasks saw its prediction; a batch task counts its items.
-    fills_recorded = {o["prediction_id"]: o for o in outcomes if not o.get("batch")}
+    fills_recorded = {
+        o["prediction_id"]: o for o in outcomes if not o.get("batch") and o.get("prediction_id")
+    }
     batches = [o for o in outcomes if o.get("batch")]
     assert fills == len(fills_recorded) + sum(o["fills"] for o in batches) > 0
     recorded = [*fills_recorded.values(), *batches]

@@ -186,12 +186,15 @@ def test_a_fill_that_fails_on_the_worker_leaves_an_outcome_naming_its_prediction
     )
 
 
-def test_an_event_that_names_no_prediction_leaves_no_outcome_and_nothing_to_cancel():
+def test_an_event_that_names_no_prediction_leaves_an_outcome_naming_none_and_nothing_to_cancel():
+    """The tab says why the task failed, and that it names no prediction (so nothing billed)."""
     ctx = context()
     operator = fill(deferrable=True)
     with pytest.raises(AirflowFailException, match="Waiting for prediction  failed: lost"):
         operator.execute_complete(ctx, {"status": "error", "message": "lost", "final": True})
-    assert "eachlabs_outcome" not in ctx["ti"].xcoms
+    outcome = ctx["ti"].xcoms["eachlabs_outcome"]
+    assert (outcome["ok"], outcome["prediction_id"], outcome["cost"]) == (False, None, None)
+    assert outcome["error_message"] == "Waiting for prediction  failed: lost"
     assert operator.prediction_id is None
 
 

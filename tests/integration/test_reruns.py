@@ -268,3 +268,34 @@ def test_the_generic_operator_follows_the_same_rule(eachlabs_conn: EachlabsSimul
             "outcome": "the same rule as FluxFillOperator",
         }
     )
+
+
+def test_a_failed_prediction_keeps_the_cost_the_api_reported_and_an_error_before_buying_is_told(
+    eachlabs_conn: EachlabsSimulator, out: str
+) -> None:
+    """What the tab shows for a failure: the rejected prediction's cost as the API reported it, and
+    for a task that bought nothing (a wrong key), why, with no prediction and no cost."""
+    task = TaskInstance()
+    eachlabs_conn.inject("create", "fail", **REJECTED)
+    ti = Try(1, 2)
+    with pytest.raises(AirflowFailException):
+        fill(output_path=out, prompt="a flagged prompt").execute({"ti": ti, "task_state_store": task.store})
+    [rejected] = eachlabs_conn.predictions.values()
+    outcome = ti.xcoms["eachlabs_outcome"]
+    assert (outcome["prediction_id"], outcome["status"], outcome["cost"]) == (
+        rejected.id,
+        "failed",
+        rejected.cost,
+    )
+    assert rejected.cost > 0
+    wrong_key = Try(1, 2)
+    with pytest.MonkeyPatch.context() as patch:
+        from tests.conftest import connection_json
+
+        patch.setenv(
+            "AIRFLOW_CONN_EACHLABS_DEFAULT", connection_json(eachlabs_conn.base_url, api_key="revoked")
+        )
+        with pytest.raises(AirflowFailException, match="HTTP 401"):
+            fill(output_path=out).execute({"ti": wrong_key, "task_state_store": RecordingStateStore()})
+    told = wrong_key.xcoms["eachlabs_outcome"]
+    assert (told["prediction_id"], told["cost"], told["error_class"]) == (None, None, "EachlabsAuthError")

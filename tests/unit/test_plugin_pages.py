@@ -142,3 +142,11 @@ def test_a_fill_marked_failed_while_waiting_does_not_say_it_has_no_output_yet() 
     assert (
         unrecorded(_view("deferred", prediction_id="pred_1"), "after") == "the prediction has no output yet"
     )
+
+
+def test_the_fills_page_counts_no_row_for_a_task_that_bought_nothing() -> None:
+    from airflow_provider_eachlabs.plugin.records import bought_something
+
+    assert bought_something({"ok": True, "prediction_id": "a", "cost": 0.05})
+    assert bought_something({"ok": False, "batch": True, "fills": 3})
+    assert not bought_something({"ok": False, "prediction_id": None, "error_class": "EachlabsAuthError"})
