@@ -48,3 +48,11 @@ class EachlabsPlugin(AirflowPlugin):
         from airflow_provider_eachlabs.plugin.app import create_app
 
         return [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Eachlabs"}]
+
+    @cached_property
+    def fastapi_root_middlewares(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """The UI's Test button for an Eachlabs connection (``connection_test``: Airflow before
+        apache/airflow#73298 answers it 400)."""
+        from airflow_provider_eachlabs.plugin.connection_test import EachlabsConnectionTestMiddleware
+
+        return [{"middleware": EachlabsConnectionTestMiddleware, "name": "Eachlabs connection test"}]

@@ -2,9 +2,10 @@
 
 The REST tests prove the data is there; these prove the UI renders it the way the provider info
 and the plugin declare: the connection form relabelled for Eachlabs with the unused fields hidden,
-the "Eachlabs prediction" button on a finished fill opening its Eachlabs tab, the tab's before, mask
-and after images drawn for a succeeded fill and the reason in plain sight for a rejected one, and the
-fills page in the navigation, all without a console error. Screenshots are kept
+its "Test Connection" button connecting, the "Eachlabs prediction" button on a finished fill
+opening its Eachlabs tab, the tab's before, mask and after images drawn for a succeeded fill and the
+reason in plain sight for a rejected one, and the fills page in the navigation, all without a
+console error. Screenshots are kept
 (``EACHLABS_E2E_SCREENSHOTS``, default ``build/e2e-screenshots``; ``make screenshots`` writes the
 README's copies to ``docs/screenshots``).
 """
@@ -21,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import ADMIN_USER, ROOT, AirflowStack, require
+from tests.e2e.conftest import ADMIN_USER, API_KEY, ROOT, AirflowStack, require
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -115,6 +116,51 @@ def test_new_eachlabs_connection_form(browser_page: Page, dags_ready: AirflowSta
         extra.first.click()
     for own in ("Request timeout (seconds)", "Retries per request"):
         assert _label(dialog, own).count() >= 1, own
+
+
+def test_the_test_button_of_an_eachlabs_connection(
+    browser_page: Page, dags_ready: AirflowStack, console_errors: list[str]
+) -> None:
+    """Add an Eachlabs connection through the form (no port: the form hides it), then press its
+    "Test Connection" button in the list: the UI posts the row with ``port: 0``, and the toast says
+    "Connected to Eachlabs at <host>"."""
+    stack = dags_ready
+    conn_id = "eachlabs_ui_test"
+    host = stack.fast_sim.base_url
+    before = stack.fast_sim.counters.executions
+    page = browser_page
+    page.goto(f"{stack.base_url}/connections")
+    page.get_by_role("button", name="Add Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Connection ID").fill(conn_id)
+    dialog.get_by_role("combobox").click()
+    dialog.get_by_role("combobox").fill("eachlabs")
+    page.get_by_role("option", name="Eachlabs").first.click()
+    api_key = _label(dialog, "API Key")
+    api_key.first.wait_for()
+    dialog.locator(f"#{_label(dialog, 'API host').first.get_attribute('for')}").fill(host)
+    dialog.locator(f"#{api_key.first.get_attribute('for')}").fill(API_KEY)
+    try:
+        dialog.get_by_role("button", name="Save").click()
+        dialog.wait_for(state="hidden")
+        page.reload()  # the "created" toast gone: the screenshot shows the test's alone
+        row = page.get_by_role("row").filter(has_text=conn_id)
+        with page.expect_response("**/api/v2/connections/test") as tested:
+            row.get_by_role("button", name="Test Connection").click()
+        # The row as listed, the key masked; Airflow 3.3's UI sends port 0 (Number(null)) for none.
+        sent = {k: v for k, v in tested.value.request.post_data_json.items() if k != "password"}
+        assert tested.value.status == 200, f"{tested.value.status} {tested.value.text()} for {sent}"
+        toast = page.get_by_role("status").filter(has_text="Test Connection")
+        toast.first.wait_for()
+        text = toast.first.inner_text()
+        page.wait_for_timeout(1000)  # the toast has slid in
+        page.screenshot(path=str(SCREENSHOTS / "connection-test.png"))
+        assert "Test Connection Successful" in text, text
+        assert f"Connected to Eachlabs at {host}" in text, text
+        assert stack.fast_sim.counters.executions > before  # the button reached the API
+    finally:
+        stack.api.request("DELETE", f"/connections/{conn_id}", expect=(204, 404))
+    assert console_errors == []
 
 
 def test_eachlabs_prediction_link_on_a_finished_fill(browser_page: Page, dags_ready: AirflowStack) -> None:
