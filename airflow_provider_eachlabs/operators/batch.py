@@ -177,10 +177,14 @@ class EachlabsBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         from airflow_provider_eachlabs.metrics import task_tags
+        from airflow_provider_eachlabs.results import outcome_reported
 
         with final_errors_fail_the_task():
             self.hook.metric_tags = task_tags(context["ti"])
-            config = self._plan(context)
+            # Checking and planning buy nothing: a failure here (invalid items, a wrong key, an
+            # unwritable output_path) is recorded for the tab, naming no prediction.
+            with outcome_reported(context, lambda: None, str(self.model)):
+                config = self._plan(context)
             if self.deferrable:
                 from airflow_provider_eachlabs.triggers.batch import BatchTrigger
 

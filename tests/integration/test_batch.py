@@ -229,10 +229,13 @@ def test_a_bad_item_refuses_the_batch_before_anything_is_uploaded_or_bought(
         {"key": "gif", "output_format": "gif"},
         {"key": "colour", "colour": "red"},
     ]
+    ctx = context()
     with pytest.raises(AirflowFailException) as caught:
-        batch(out, items).execute(context())
+        batch(out, items).execute(ctx)
     message = str(caught.value)
     assert message.startswith("3 of 4 items are invalid, so nothing was sent (on_invalid='fail'")
+    told = ctx["ti"].xcoms["eachlabs_outcome"]  # the tab says why, and that nothing was bought
+    assert (told["ok"], told["prediction_id"], told["error_message"]) == (False, None, message)
     assert "Invalid item 'steep' (items[1]) steps=51: must be from 1 to 50 inclusive" in message
     assert "Invalid item 'gif' (items[2]) output_format='gif': must be one of jpg, png" in message
     assert "Invalid item 'colour' (items[3]) colour='red': is not a field of flux-fill-pro" in message
