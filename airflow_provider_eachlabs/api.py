@@ -117,6 +117,13 @@ FAILURE_CODES: dict[FailureCause, frozenset[str]] = {
 }
 
 
+def non_negative_number(value: Any) -> float | None:
+    """A finite number that is not negative (a cost, a time), whatever an answer or a record holds."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
+
+
 def failure_cause(error_code: str | None) -> FailureCause:
     """What a failed prediction's error code says about retrying it."""
     code = (error_code or "").upper()
@@ -177,15 +184,7 @@ class Prediction:
     @property
     def cost(self) -> float | None:
         """What the API says the prediction cost, failed and cancelled ones included, when it says."""
-        cost = self.metrics.get("cost")
-        if (
-            isinstance(cost, (int, float))
-            and not isinstance(cost, bool)
-            and math.isfinite(cost)
-            and cost >= 0
-        ):
-            return float(cost)
-        return None
+        return non_negative_number(self.metrics.get("cost"))
 
     @property
     def failure_cause(self) -> FailureCause:

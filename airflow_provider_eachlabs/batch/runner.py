@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import math
 import statistics
 import time
 from collections import Counter, deque
@@ -576,7 +575,7 @@ class BatchRunner:
             watch.next_at = now + self.schedule.delay(now - watch.created_at)
             return
         self._end_watch(watch)
-        ran = _number(prediction.metrics.get("predict_time"))
+        ran = api.non_negative_number(prediction.metrics.get("predict_time"))
         self.schedule.observe(ran if ran is not None else now - watch.created_at)
         if prediction.succeeded:
             await self._store(watch, prediction)
@@ -845,20 +844,8 @@ def _percentile(ordered: list[float], q: int) -> float | None:
     return round(float(statistics.quantiles(ordered, n=100, method="inclusive")[q - 1]), 3)
 
 
-def _number(value: Any) -> float | None:
-    """A finite number that is not negative (a cost, a time), whatever an answer or a row holds."""
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    ):
-        return float(value)
-    return None
-
-
 def _cost(row: dict[str, Any]) -> float:
-    return _number(row.get("cost")) or 0.0
+    return api.non_negative_number(row.get("cost")) or 0.0
 
 
 def _figures(prediction: api.Prediction) -> dict[str, Any]:
@@ -866,8 +853,8 @@ def _figures(prediction: api.Prediction) -> dict[str, Any]:
     return {
         "prediction_id": prediction.id,
         "output_url": prediction.output_url,
-        "cost": _number(metrics.get("cost")),
-        "predict_time": _number(metrics.get("predict_time")),
+        "cost": api.non_negative_number(metrics.get("cost")),
+        "predict_time": api.non_negative_number(metrics.get("predict_time")),
     }
 
 

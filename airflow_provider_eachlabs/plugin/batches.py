@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from airflow_provider_eachlabs.api import non_negative_number
 from airflow_provider_eachlabs.plugin.files import open_inside
 
 FRESH_SECONDS = 10.0
@@ -144,10 +145,10 @@ def _count(results: BatchResults, row: dict[str, Any]) -> None:
         results.failed += 1
         if len(results.failures) < FAILURES_KEPT:
             results.failures.append(row)
-    cost = _number(row.get("cost"))
-    if cost is not None and cost >= 0:
+    cost = non_negative_number(row.get("cost"))
+    if cost is not None:
         results.spend = round(results.spend + cost, 4)
-    predict_time = _number(row.get("predict_time"))
+    predict_time = non_negative_number(row.get("predict_time"))
     if predict_time is not None:
         results._times.append(predict_time)
 
@@ -178,12 +179,6 @@ def _hash(key: str) -> int:
 
 _HASH_DROP = OFFSET_BITS
 _OFFSET_MASK = (1 << OFFSET_BITS) - 1
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-        return float(value) if abs(value) != float("inf") else None
-    return None
 
 
 _reading = threading.Lock()  # one manifest read in flight: concurrent misses wait for it
