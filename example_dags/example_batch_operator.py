@@ -24,6 +24,9 @@ from airflow.sdk import DAG, task
 from airflow_provider_eachlabs.operators.batch import FluxFillBatchOperator
 
 BATCH = Path(__file__).parent / "data" / "batch"
+# Absolute, so that the worker, the triggerer and the api-server all mean the same folder whatever
+# their working directory (a relative path is resolved by each process on its own).
+OUTPUT = os.environ.get("EACHLABS_DEMO_OUTPUT") or str(Path(__file__).resolve().parent.parent / "demo-output")
 
 with DAG(
     dag_id="eachlabs_batch_operator",
@@ -32,7 +35,7 @@ with DAG(
     tags=["eachlabs", "example"],
     params={
         "input_dir": str(BATCH),
-        "output_dir": os.environ.get("EACHLABS_DEMO_OUTPUT", "demo-output") + "/batch-operator",
+        "output_dir": OUTPUT + "/batch-operator",
     },
     doc_md=__doc__,
 ) as dag:

@@ -2,7 +2,8 @@
 
 The scene and its mask are local files, uploaded through Eachlabs' presigned uploads; the output is
 downloaded as soon as it exists (output URLs expire) and a before | mask | after preview is written.
-The output folder is the ``output_dir`` param (``EACHLABS_DEMO_OUTPUT`` or ``demo-output``).
+The output folder is the ``output_dir`` param: ``EACHLABS_DEMO_OUTPUT``, else ``demo-output/``
+beside ``example_dags/``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from airflow.sdk import DAG
 from airflow_provider_eachlabs.operators.flux_fill import FluxFillOperator
 
 DATA = Path(__file__).parent / "data"
+# Absolute, so that the worker, the triggerer and the api-server all mean the same folder whatever
+# their working directory (a relative path is resolved by each process on its own).
+OUTPUT = os.environ.get("EACHLABS_DEMO_OUTPUT") or str(Path(__file__).resolve().parent.parent / "demo-output")
 
 with DAG(
     dag_id="eachlabs_flux_fill",
     schedule=None,
     catchup=False,
     tags=["eachlabs", "example"],
-    params={"output_dir": os.environ.get("EACHLABS_DEMO_OUTPUT", "demo-output")},
+    params={"output_dir": OUTPUT},
     doc_md=__doc__,
 ) as dag:
     FluxFillOperator(
