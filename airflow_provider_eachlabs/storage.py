@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_eachlabs.exceptions import (
@@ -24,6 +24,13 @@ from airflow_provider_eachlabs.exceptions import (
     EachlabsUnsafeAnswerError,
 )
 from airflow_provider_eachlabs.imageinfo import ImageInfo, is_whole_image, read_image_info
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+# A file input as a DAG or a task names it: a local path (``str`` or ``Path``), a ``file://`` URI, an
+# object-storage URI, or an ``ObjectStoragePath`` (read with its own connection and storage options).
+FileSource: TypeAlias = "str | os.PathLike[str] | ObjectStoragePath"
 
 # The stem of a stored output's name: a prediction id or a batch item's key, never a path.
 FILE_STEM_RULE = "must be 1 to 128 letters, digits, '.', '-' or '_', not starting with '.' and without '..'"
@@ -34,8 +41,14 @@ _FILE_STEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _BUCKET_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss", "adl", "az"})
 
 
-def read_source(field: str, source: str) -> bytes:
+def read_source(field: str, source: FileSource) -> bytes:
     """The bytes of a local path, ``file://`` URI or object-storage URI, or an error naming the field."""
+    if not isinstance(source, str | os.PathLike):  # an ObjectStoragePath, its storage options kept
+        try:
+            return bytes(source.read_bytes())
+        except Exception as error:
+            raise _unreadable(field, source_text(source), error) from None
+    source = os.fspath(source)
     try:
         if "://" not in source:
             return Path(source).expanduser().read_bytes()
@@ -45,12 +58,22 @@ def read_source(field: str, source: str) -> bytes:
         from airflow.sdk import ObjectStoragePath
 
         return bytes(ObjectStoragePath(source).read_bytes())
-    except FileNotFoundError:
-        raise EachlabsInputError(field, source, "no file exists at this path") from None
-    except IsADirectoryError:
-        raise EachlabsInputError(field, source, "is a folder, not an image file") from None
-    except Exception as error:  # each storage library has its own errors (credentials, buckets, ...)
-        raise EachlabsInputError(field, source, f"cannot be read ({reason(error)})") from None
+    except Exception as error:
+        raise _unreadable(field, source, error) from None
+
+
+def source_text(source: FileSource) -> str:
+    """A file input as messages and logs name it: the path or URI as written."""
+    return os.fspath(source) if isinstance(source, os.PathLike) else str(source)
+
+
+def _unreadable(field: str, source: str, error: Exception) -> EachlabsInputError:
+    if isinstance(error, FileNotFoundError):
+        return EachlabsInputError(field, source, "no file exists at this path")
+    if isinstance(error, IsADirectoryError):
+        return EachlabsInputError(field, source, "is a folder, not an image file")
+    # Each storage library has its own errors (credentials, buckets, ...).
+    return EachlabsInputError(field, source, f"cannot be read ({reason(error)})")
 
 
 def reason(error: Exception) -> str:
@@ -73,13 +96,19 @@ class ImageFile:
         return hashlib.sha256(self.content).hexdigest()
 
 
-def load_image(field: str, source: str) -> ImageFile:
-    """Read a file input and check that its bytes are an image the model page accepts."""
+def load_image(field: str, source: FileSource) -> ImageFile:
+    """Read a file input and check that its bytes are an image the model page accepts.
+
+    The operators and ``EachlabsHook.upload_file`` all read their files here: the type comes from
+    the bytes, never the name, so a ``.png`` that is really a text file is refused before upload.
+    """
     content = read_source(field, source)
     info = read_image_info(content)
     if info is None:
-        raise EachlabsInputError(field, source, "must be a JPEG, PNG or WebP image (its bytes are not)")
-    return ImageFile(field, source, content, info)
+        raise EachlabsInputError(
+            field, source_text(source), "must be a JPEG, PNG or WebP image (its bytes are not)"
+        )
+    return ImageFile(field, source_text(source), content, info)
 
 
 def check_fill_inputs(image: ImageFile | None, mask: ImageFile) -> None:

@@ -42,6 +42,8 @@ from airflow_provider_eachlabs.settings import (
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
+    from airflow_provider_eachlabs.storage import FileSource
+
 T = TypeVar("T")
 MAX_REDIRECTS = 5
 SETTINGS_TTL_SECONDS = 30.0
@@ -58,7 +60,32 @@ _loop_settings: weakref.WeakKeyDictionary[
 class EachlabsHook(BaseHook):
     """Talks to the Eachlabs API with the key and host of an ``eachlabs`` connection.
 
+    The operators are built on it, and it works as well on its own in a ``@task``: upload an image,
+    create a prediction, wait for it, download what it made. Every request goes through one retry
+    layer (429 always, 5xx and lost connections when sending again is harmless), bounded by the
+    connection's ``max_retries`` and, in a wait, by the wait's deadline; a create that may have reached
+    the server is never sent again blindly.
+
+    Everything it raises is in ``airflow_provider_eachlabs.exceptions`` and says whether a retry can
+    help (``is_final``). Final: ``EachlabsConfigError``, ``EachlabsInputError``, ``EachlabsAuthError``
+    (401/403), ``EachlabsInvalidInputError`` (400/422), ``EachlabsPaymentRequiredError`` (402),
+    ``EachlabsNotFoundError`` (404), ``EachlabsConflictError`` (409), ``EachlabsUnsafeAnswerError``,
+    ``EachlabsDownloadError``. Not final (raised once the retry layer gave up):
+    ``EachlabsRateLimitError`` (429), ``EachlabsServerError`` (5xx), ``EachlabsConnectionError``,
+    ``EachlabsResponseError``, ``PredictionTimeout``. A connection id that does not exist raises
+    Airflow's own ``AirflowNotFoundException`` on the first request.
+
+    A task that wants the operators' behaviour for final errors (fail at once, no Airflow retries)
+    wraps its calls in ``airflow_provider_eachlabs.failing.final_errors_fail_the_task()``.
+
     :param eachlabs_conn_id: the connection; its password is the API key, its host the API base URL.
+
+    Example::
+
+        hook = EachlabsHook()  # the eachlabs_default connection
+        image_url = hook.upload_file("/data/scene.png")
+        prediction_id = hook.create_prediction("flux-fill-pro", {"prompt": "...", "image": image_url})
+        prediction = hook.wait_for_prediction(prediction_id, model="flux-fill-pro")
     """
 
     conn_name_attr = "eachlabs_conn_id"
@@ -84,6 +111,22 @@ class EachlabsHook(BaseHook):
 
     @property
     def settings(self) -> EachlabsSettings:
+        """The connection read once per hook: host, key and retry settings (``repr`` hides the key).
+
+        Read lazily, at the first request and not when the hook is made, so that a hook built in a
+        DAG file costs no connection lookup at parse time. The key is registered with Airflow's log
+        masker here, for hooks used outside a task too.
+
+        :return: an ``EachlabsSettings`` (``host``, ``api_key``, ``timeout``, ``max_retries``,
+            ``backoff_initial``, ``backoff_max``).
+        :raises EachlabsConfigError: (final) the connection has no key, a host that is not https (plain
+            http only to a loopback host), or an extra that is not a number of the right kind.
+        :raises AirflowNotFoundException: (Airflow's) no connection of that id.
+
+        Example::
+
+            EachlabsHook("eachlabs_staging").settings.timeout  # per-request timeout, seconds
+        """
         if self._settings is None:
             from airflow.sdk.log import mask_secret
 
@@ -100,6 +143,14 @@ class EachlabsHook(BaseHook):
         event loop keeps each connection's settings for ``SETTINGS_TTL_SECONDS`` (a rotated key is
         picked up after that). The lookup masks the password itself, asynchronously; a synchronous
         ``mask_secret`` here would block the loop that every trigger shares.
+
+        :return: the same ``EachlabsSettings`` as ``settings``.
+        :raises EachlabsConfigError: (final) as ``settings``.
+        :raises AirflowNotFoundException: (Airflow's) no connection of that id.
+
+        Example::
+
+            settings = await EachlabsHook().aget_settings()  # in a trigger's run()
         """
         if self._settings is None:
             cache = _loop_settings.setdefault(asyncio.get_running_loop(), {})
@@ -119,12 +170,36 @@ class EachlabsHook(BaseHook):
 
     @property
     def host(self) -> str:
+        """The API base URL requests go to (``https://api.eachlabs.ai`` unless the connection says).
+
+        The address rules compare URLs with it: an input URL, an upload or a download on the API
+        host itself is allowed even when that host is not public (the simulator on loopback).
+
+        :return: the base URL, without a trailing slash.
+        :raises EachlabsConfigError: (final) as ``settings``.
+
+        Example::
+
+            EachlabsHook().host  # 'https://api.eachlabs.ai'
+        """
         return self.settings.host
 
     # --- secrets --------------------------------------------------------------------------------
 
     def redact_also(self, secret: str | None) -> None:
-        """Take ``secret`` (a webhook secret the API was sent) out of every answer, as the key is."""
+        """Take ``secret`` (a webhook secret the API was sent) out of every answer, as the key is.
+
+        An API that repeats what it was sent (in an error's details, say) would otherwise put the
+        secret into exception text, logs and XCom. ``create_prediction`` calls it for its
+        ``webhook_secret``; call it for any other secret you send in an input.
+
+        :param secret: the secret; ``None`` or empty does nothing.
+        :return: nothing. Raises nothing.
+
+        Example::
+
+            hook.redact_also(Variable.get("partner_token"))
+        """
         if secret:
             self._also_redacted.add(str(secret))
 
@@ -143,7 +218,17 @@ class EachlabsHook(BaseHook):
 
     def redact(self, value: Any) -> Any:
         """``value`` (a trigger event: what the API said, carried through the triggerer) without the
-        key and the secrets given to ``redact_also``."""
+        key and the secrets given to ``redact_also``.
+
+        :param value: JSON-like data: strings, numbers, lists and dicts, nested.
+        :return: a copy with every form of each secret replaced by ``***``. Raises nothing: a
+            connection that cannot be read here leaves the key out of the secrets looked for (the
+            trigger already took it out).
+
+        Example::
+
+            event = hook.redact(event)  # in execute_complete, before logging or raising
+        """
         return redact_json(value, self._known_secrets())
 
     def mask_secrets(self) -> None:
@@ -152,6 +237,12 @@ class EachlabsHook(BaseHook):
         Wherever a task resumes (``execute_complete``) it runs in a process that never read the
         connection before, and a failure event needs no request that would: without this, a secret
         logged there is shown as it is.
+
+        :return: nothing. Raises nothing: an unreadable connection leaves only the key unregistered.
+
+        Example::
+
+            hook.mask_secrets()  # first thing in execute_complete
         """
         from airflow.sdk.log import mask_secret
 
@@ -162,7 +253,16 @@ class EachlabsHook(BaseHook):
         """``mask_secrets`` for a trigger, without blocking the event loop every trigger shares.
 
         Airflow 3.2 has no ``amask_secret``: its ``mask_secret`` tells the triggerer's supervisor
-        through ``async_to_sync``, which works only off the event loop's thread, so it runs in one."""
+        through ``async_to_sync``, which works only off the event loop's thread, so it runs in one.
+
+        :return: nothing.
+        :raises EachlabsConfigError: (final) as ``settings``: a trigger reads the connection to know
+            the key.
+
+        Example::
+
+            await hook.amask_secrets()  # first thing in a trigger's run()
+        """
         try:
             from airflow.sdk.log import amask_secret
         except ImportError:
@@ -176,7 +276,17 @@ class EachlabsHook(BaseHook):
 
     def answer_at_once(self, timeout: float) -> None:
         """Send every request of this hook once, each within ``timeout`` seconds in total: for a
-        person waiting on a page, where a retry's wait would hold a server thread for minutes."""
+        person waiting on a page, where a retry's wait would hold a server thread for minutes.
+
+        :param timeout: seconds per request, at most the connection's own ``timeout``.
+        :return: nothing; later calls of this hook raise their first error instead of retrying.
+        :raises EachlabsConfigError: (final) as ``settings``.
+
+        Example::
+
+            hook.answer_at_once(5)
+            prediction = hook.get_prediction(prediction_id)  # one GET, 5 s at most
+        """
         settings = self.settings
         self._settings = dataclasses.replace(settings, max_retries=0, timeout=min(timeout, settings.timeout))
 
@@ -185,6 +295,13 @@ class EachlabsHook(BaseHook):
 
         Not retried: someone is waiting for the answer in the UI or the CLI, where the retries' log
         lines are not shown, and a host that is down should say so at once.
+
+        :return: ``(True, "Connected to Eachlabs at <host>")``, or ``(False, <the error's message>)``
+            (the key never in it). Raises nothing: the UI's Test button shows the message.
+
+        Example::
+
+            ok, message = EachlabsHook().test_connection()
         """
         try:
             settings = self.settings
@@ -209,7 +326,37 @@ class EachlabsHook(BaseHook):
     ) -> str:
         """Start a prediction and return its id. Never re-sent once it may have reached the server.
 
-        ``retry_rate_limits`` False raises a 429 at once, for a caller that paces its own creates.
+        A create buys a prediction, so only what provably made nothing is sent again: a 429, or a
+        connection that never opened. After a 5xx, a dropped connection or an unreadable answer the
+        prediction may exist: the error is raised (``api.create_outcome_unknown(error)`` says so),
+        and ``submit_prediction`` is the call that looks for it instead. The input is not checked
+        here (the operators check flux-fill-pro's fields first); the API's refusal comes back as
+        ``EachlabsInvalidInputError``. Each call buys one more prediction: a task retry that calls it
+        again pays again (the operators re-attach to the first one instead).
+
+        :param model: the model's slug, such as ``"flux-fill-pro"``.
+        :param input: the model's input; file inputs are URLs (see ``upload_file``).
+        :param webhook_url: where the API posts the finished prediction, if anywhere.
+        :param webhook_secret: sent with the webhook; taken out of every answer (``redact_also``).
+        :param retry_rate_limits: False raises a 429 at once, for a caller that paces its own creates.
+        :return: the prediction id, a safe token.
+        :raises EachlabsInvalidInputError: (final) 400/422: the API refused the input.
+        :raises EachlabsAuthError: (final) 401/403: a missing, wrong or unauthorised key.
+        :raises EachlabsPaymentRequiredError: (final) 402: the balance is too low.
+        :raises EachlabsNotFoundError: (final) 404: no such model.
+        :raises EachlabsUnsafeAnswerError: (final) a redirect, or an id that is not a safe token.
+        :raises EachlabsConfigError: (final) as ``settings``.
+        :raises EachlabsRateLimitError: (not final) 429 past the retries; nothing was created.
+        :raises EachlabsServerError: (not final) 5xx; the prediction may exist.
+        :raises EachlabsConnectionError: (not final) no answer; ``request_sent`` says whether it may
+            exist.
+        :raises EachlabsResponseError: (not final) an unreadable 2xx; the prediction exists.
+
+        Example::
+
+            prediction_id = hook.create_prediction(
+                "flux-fill-pro", {"prompt": "an empty meadow", "image": image_url, "mask": mask_url}
+            )
         """
         self.redact_also(webhook_secret)
         request = api.create_prediction_request(model, input, webhook_url, webhook_secret)
@@ -236,6 +383,22 @@ class EachlabsHook(BaseHook):
         since ``since`` (default: this call) and not in ``exclude``. Only when none turns up within
         one request timeout is the create sent again, up to the connection's retry count. A 429 made
         nothing; with ``retry_rate_limits`` False it is raised at once, for the caller's pacer.
+
+        :param model: as ``create_prediction``.
+        :param input: as ``create_prediction``.
+        :param webhook_url: as ``create_prediction``.
+        :param webhook_secret: as ``create_prediction``.
+        :param since: epoch seconds; a prediction found must be at least this recent.
+        :param exclude: prediction ids that are not the one looked for (bought for something else).
+        :param retry_rate_limits: as ``create_prediction``.
+        :return: the id of the one prediction this call made.
+        :raises: what ``create_prediction`` raises, but that a lost create is looked for before the
+            error is raised; the last attempt's error once the connection's ``max_retries`` are spent.
+            The executions lookup raises what ``list_executions`` raises.
+
+        Example::
+
+            prediction_id = hook.submit_prediction("flux-fill-pro", fill_input)
         """
         since = time.time() if since is None else since
         for attempt in range(self.settings.max_retries + 1):
@@ -271,6 +434,22 @@ class EachlabsHook(BaseHook):
         fetched to compare. The listing may lag the create, so it is read again for ``patience``
         seconds before the answer is "none". Clock skew between here and the API is allowed for by
         looking a minute further back; the input comparison keeps that safe.
+
+        :param model: the model's slug.
+        :param input: the input sent; a candidate matches when each of these fields is unchanged in
+            its input (the API may add defaults).
+        :param since: epoch seconds the create was sent at (or before).
+        :param exclude: ids that must not be returned.
+        :param patience: seconds to keep reading the listing while it shows no match.
+        :return: the prediction id, or ``None`` when none matches. Sends only GETs.
+        :raises EachlabsAuthError: (final) a wrong key.
+        :raises EachlabsUnsafeAnswerError: (final) a listed id that is not a safe token.
+        :raises EachlabsServerError, EachlabsConnectionError, EachlabsResponseError: (not final) past
+            the retries.
+
+        Example::
+
+            found = hook.find_prediction("flux-fill-pro", fill_input, since=sent_at, patience=10)
         """
         earliest = since - CLOCK_SKEW_SECONDS
         give_up_at = time.monotonic() + patience
@@ -304,7 +483,25 @@ class EachlabsHook(BaseHook):
         return ids
 
     def get_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
-        """The prediction now; with ``deadline`` (epoch seconds), no retry sleeps past it."""
+        """The prediction now; with ``deadline`` (epoch seconds), no retry sleeps past it.
+
+        One look, for a caller that keeps its own schedule; ``wait_for_prediction`` is the loop.
+
+        :param prediction_id: the id ``create_prediction`` returned.
+        :param deadline: epoch seconds after which no retry of a failing GET starts.
+        :return: a ``Prediction``: ``status`` (``.succeeded``, ``.failed``, ``.cancelled``,
+            ``.is_terminal``), ``output``, ``output_url`` / ``output_urls``, ``metrics``, ``cost``,
+            ``error_text``.
+        :raises EachlabsNotFoundError: (final) no such prediction for this key (a wrong key or id).
+        :raises EachlabsUnsafeAnswerError: (final) ``prediction_id`` is not a safe token, or a redirect.
+        :raises EachlabsAuthError: (final) a wrong key.
+        :raises EachlabsServerError, EachlabsConnectionError, EachlabsResponseError: (not final) past
+            the retries (or the deadline).
+
+        Example::
+
+            if hook.get_prediction(prediction_id).succeeded: ...
+        """
         request = api.get_prediction_request(prediction_id)
 
         def read(response: ApiResponse) -> Prediction:
@@ -316,19 +513,65 @@ class EachlabsHook(BaseHook):
             raise _unknown_prediction(prediction_id, error) from None
 
     def cancel_prediction(self, prediction_id: str) -> None:
-        """Ask the API to stop a prediction; best effort on its side."""
+        """Ask the API to stop a prediction; best effort on its side.
+
+        ``wait_for_prediction`` does not cancel when it times out (the operators do): a task that
+        gives up on a prediction cancels it here, so it does not run on unwatched.
+
+        :param prediction_id: the id to cancel.
+        :return: nothing; a later ``get_prediction`` shows ``cancelled`` once the API stopped it.
+        :raises EachlabsConflictError: (final) 409: the prediction already ended.
+        :raises EachlabsNotFoundError: (final) no such prediction for this key.
+        :raises EachlabsUnsafeAnswerError: (final) ``prediction_id`` is not a safe token.
+        :raises EachlabsServerError, EachlabsConnectionError: (not final) past the retries.
+
+        Example::
+
+            try:
+                prediction = hook.wait_for_prediction(prediction_id, timeout=600)
+            except PredictionTimeout:
+                hook.cancel_prediction(prediction_id)
+                raise
+        """
         self._call(api.cancel_prediction_request(prediction_id), api.read_json)
         self.log.info("Asked Eachlabs to cancel prediction %s", prediction_id)
 
     def get_model(self, slug: str) -> dict[str, Any]:
-        """The model's description, including its ``request_schema``."""
+        """The model's description, including its ``request_schema``.
+
+        What ``EachlabsPredictionOperator`` checks a generic model's input against before buying.
+
+        :param slug: the model's slug.
+        :return: the API's model object (``request_schema``: a JSON schema of the input).
+        :raises EachlabsNotFoundError: (final) no such model.
+        :raises EachlabsResponseError: (not final) the answer is not a JSON object.
+        :raises EachlabsServerError, EachlabsConnectionError: (not final) past the retries.
+
+        Example::
+
+            steps = hook.get_model("flux-fill-pro")["request_schema"]["properties"]["steps"]
+        """
         body = self._call(api.get_model_request(slug), api.read_json)
         if not isinstance(body, dict):
             raise api.EachlabsResponseError(f"the model answer for {slug!r} is not an object")
         return body
 
     def list_executions(self, limit: int = 20, offset: int = 0, model: str | None = None) -> dict[str, Any]:
-        """One page of the account's executions, newest first."""
+        """One page of the account's executions, newest first.
+
+        :param limit: rows per page.
+        :param offset: rows to skip.
+        :param model: only this model's executions.
+        :return: the API's page: ``executions``, a list of rows (``id``, ``status``, ``created_at``,
+            ...), without their input.
+        :raises EachlabsAuthError: (final) a wrong key.
+        :raises EachlabsResponseError: (not final) the answer is not a JSON object.
+        :raises EachlabsServerError, EachlabsConnectionError: (not final) past the retries.
+
+        Example::
+
+            latest = hook.list_executions(limit=5, model="flux-fill-pro")["executions"]
+        """
         body = self._call(api.list_executions_request(limit, offset, model), api.read_json)
         if not isinstance(body, dict):
             raise api.EachlabsResponseError("the executions answer is not an object")
@@ -339,7 +582,22 @@ class EachlabsHook(BaseHook):
 
         The presigned URL comes from the API's answer, so it gets the download rules (public https,
         or the API host itself), the PUT follows no redirect, carries no key, and sends only the S3
-        upload headers the answer asked for.
+        upload headers the answer asked for. The bytes are not checked: ``upload_file`` is the call
+        that reads a file and refuses what is not an image.
+
+        :param content: the file's bytes.
+        :param content_type: its MIME type, such as ``"image/png"``.
+        :return: the public URL of the uploaded file.
+        :raises EachlabsUnsafeAnswerError: (final) a presigned URL that is not public https (nor on
+            the API host), or a redirect.
+        :raises EachlabsDownloadError: (final) the presigned host resolves to a private address.
+        :raises EachlabsAuthError: (final) a wrong key.
+        :raises EachlabsServerError, EachlabsConnectionError, EachlabsResponseError: (not final) past
+            the retries (the presign and the PUT may both be sent again).
+
+        Example::
+
+            url = hook.upload_bytes(png_bytes, "image/png")
         """
         target = self._call(
             api.presign_upload_request(content_type),
@@ -366,13 +624,54 @@ class EachlabsHook(BaseHook):
         self._send(put, True, api.raise_for_status)
         return target.public_url
 
+    def upload_file(self, source: FileSource, *, field: str = "source") -> str:
+        """Upload an image file and return the public URL to pass as a model's input.
+
+        The file is read and recognised as the operators read theirs (``storage.load_image``): its
+        type comes from its bytes, never its name, so a text file called ``scene.png`` is refused
+        here, before any request, instead of reaching the model as an image it cannot read.
+
+        :param source: a local path (``str`` or ``Path``), a ``file://`` URI, an object-storage URI
+            (``s3://``, ``gs://``, ``memory://``, ... through ``ObjectStoragePath``), or an
+            ``ObjectStoragePath``, read with its own connection and storage options.
+        :param field: the name the error gives the file (``image``, ``mask``, ...).
+        :return: the public URL of the uploaded image.
+        :raises EachlabsInputError: (final) no file at ``source``, a folder, an unreadable file, or
+            bytes that are not a JPEG, PNG or WebP image; nothing was sent.
+        :raises: what ``upload_bytes`` raises.
+
+        Example::
+
+            image_url = hook.upload_file("/data/scene.png")
+            mask_url = hook.upload_file("s3://aws_default@bucket/masks/scene.png", field="mask")
+        """
+        from airflow_provider_eachlabs.storage import load_image, upload_image
+
+        return upload_image(self.upload_bytes, load_image(field, source), {}, self.log)
+
     def download(self, url: str, max_bytes: int = MAX_OUTPUT_BYTES) -> api.Download:
         """Fetch an output file, safely: it comes from the internet, chosen by someone else.
 
         Only public HTTPS URLs (or the API host's own files) are fetched, never with the key; every
         redirect is checked the same way before it is followed, the socket must reach a public
         address, the size is capped while reading (after decompression), and the answer must say it
-        is an image.
+        is an image. Output URLs expire: download as soon as the prediction succeeds.
+
+        :param url: an output URL (``Prediction.output_url``) or an uploaded file's public URL.
+        :param max_bytes: the size cap, 50 MB by default.
+        :return: an ``api.Download``: ``content`` (bytes), ``content_type``, ``url``. The bytes are
+            not checked further; ``storage.check_output`` is the operators' check that they are a
+            whole image.
+        :raises EachlabsDownloadError: (final) an address the rules refuse (not https, a private
+            host), a redirect there or past 5 hops, or a file beyond ``max_bytes``.
+        :raises EachlabsNotFoundError: (final) 404: the URL expired or never existed.
+        :raises EachlabsResponseError: (not final) an answer that is not an image, past the retries.
+        :raises EachlabsServerError, EachlabsConnectionError: (not final) past the retries.
+
+        Example::
+
+            download = hook.download(prediction.output_url)
+            Path("out.png").write_bytes(download.content)
         """
         from urllib.parse import urljoin
 
@@ -411,7 +710,31 @@ class EachlabsHook(BaseHook):
         """Poll until the prediction ends; ``PredictionTimeout`` once ``timeout`` seconds have passed.
 
         The deadline bounds everything inside the wait, retries of a failing status request too: the
-        last look is at the deadline, never after it.
+        last look is at the deadline, never after it. It holds the worker slot while it waits (the
+        operators' deferrable mode does not); polls come often at first, then further apart.
+
+        A failed or cancelled prediction is returned, not raised: the caller decides.
+        ``api.raise_for_prediction_end(prediction)`` raises what the operators raise
+        (``PredictionFailed``, final when a retry cannot help; ``PredictionCancelled``, final).
+
+        :param prediction_id: the id to wait for.
+        :param poll_interval: fixed seconds between looks; ``None`` adapts to the model.
+        :param timeout: seconds from ``started_at`` after which the wait stops (an hour by default).
+        :param model: the slug, for the adaptive schedule (flux-fill-pro's first look comes 8 s in,
+            a second before the model page's estimate).
+        :param started_at: epoch seconds the wait counts from (default now), for a retry that resumes.
+        :return: the ``Prediction`` in a terminal status: succeeded, failed or cancelled.
+        :raises PredictionTimeout: (not final) ``timeout`` passed; the prediction was *not* cancelled
+            (``cancel_prediction`` does that).
+        :raises EachlabsNotFoundError: (final) no such prediction for this key.
+        :raises EachlabsAuthError, EachlabsUnsafeAnswerError: (final) as ``get_prediction``.
+        :raises EachlabsServerError, EachlabsConnectionError, EachlabsResponseError: (not final) a
+            status request that failed past its retries before the deadline.
+
+        Example::
+
+            prediction = hook.wait_for_prediction(prediction_id, timeout=600, model="flux-fill-pro")
+            api.raise_for_prediction_end(prediction)
         """
         started = started_at if started_at is not None else time.time()
         loop = PollLoop(
@@ -445,6 +768,15 @@ class EachlabsHook(BaseHook):
     # --- async counterparts for the triggerer -----------------------------------------------------
 
     async def aget_prediction(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
+        """``get_prediction`` on the event loop, for triggers: same arguments, answer and errors.
+
+        It shares the loop's one aiohttp session (10 sockets), so thousands of waits in one triggerer
+        do not open thousands of connections.
+
+        Example::
+
+            prediction = await EachlabsHook().aget_prediction(prediction_id)
+        """
         request = api.get_prediction_request(prediction_id)
 
         def read(response: ApiResponse) -> Prediction:
@@ -456,6 +788,12 @@ class EachlabsHook(BaseHook):
             raise _unknown_prediction(prediction_id, error) from None
 
     async def acancel_prediction(self, prediction_id: str) -> None:
+        """``cancel_prediction`` on the event loop, for a trigger's ``on_kill``: same errors.
+
+        Example::
+
+            await EachlabsHook().acancel_prediction(prediction_id)
+        """
         await self._acall(api.cancel_prediction_request(prediction_id), api.read_json)
 
     # --- sending, with the one retry layer --------------------------------------------------------
