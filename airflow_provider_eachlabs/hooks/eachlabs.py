@@ -152,6 +152,8 @@ class EachlabsHook(BaseHook):
 
             settings = await EachlabsHook().aget_settings()  # in a trigger's run()
         """
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
         if self._settings is None:
             cache = _loop_settings.setdefault(asyncio.get_running_loop(), {})
             cached = cache.get(self.eachlabs_conn_id)
@@ -161,7 +163,15 @@ class EachlabsHook(BaseHook):
                     get_async_extra_dejson,
                 )
 
-                conn = await get_async_connection(self.eachlabs_conn_id, hook=self)
+                try:
+                    conn = await get_async_connection(self.eachlabs_conn_id, hook=self)
+                except AirflowNotFoundException:
+                    # `airflow dags test` runs the trigger in its own process, where the asynchronous
+                    # lookup reaches only environment variables and secrets backends; the
+                    # synchronous one, off the loop, also reaches a connection made in the UI.
+                    from asgiref.sync import sync_to_async
+
+                    conn = await sync_to_async(self.get_connection)(self.eachlabs_conn_id)
                 extra = await get_async_extra_dejson(conn)
                 cached = (time.monotonic(), EachlabsSettings.from_connection(conn, extra))
                 cache[self.eachlabs_conn_id] = cached

@@ -60,6 +60,37 @@ def test_one_fill_stores_the_image_and_a_preview(dag_env: EachlabsSimulator, tmp
     assert dag_env.counters.creates == {"dag-key-42": 1}
 
 
+def test_a_deferred_fill_reads_a_connection_stored_in_the_database(
+    airflow_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """``airflow dags test`` runs the trigger in its own process: a connection made in the UI (the
+    metadata database, no environment variable) must serve the deferred wait as it served the create,
+    on the first try, with one prediction bought."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    monkeypatch.delenv("AIRFLOW_CONN_EACHLABS_DEFAULT", raising=False)
+    monkeypatch.setenv("EACHLABS_DEMO_OUTPUT", str(tmp_path / "out"))
+    with EachlabsSimulator(api_key="db-key-77", predict_seconds=0.3) as sim:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "eachlabs_default").delete()
+            session.add(
+                Connection(
+                    conn_id="eachlabs_default", conn_type="eachlabs", host=sim.base_url, password="db-key-77"
+                )
+            )
+        try:
+            dag = load_dag("example_flux_fill")
+            dag.get_task("remove_crate").retries = 0  # a failed wait fails the run, not a retry 5 min later
+            run = dag.test()
+        finally:
+            with create_session() as session:
+                session.query(Connection).filter(Connection.conn_id == "eachlabs_default").delete()
+        assert run.state == "success"
+        (result,) = xcoms(run, "remove_crate")
+        assert result["status"] == "success" and sim.counters.creates == {"db-key-77": 1}
+
+
 def test_submit_then_sensor(dag_env: EachlabsSimulator):
     run = load_dag("example_submit_and_sense").test()
     assert run.state == "success"
