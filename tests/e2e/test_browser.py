@@ -160,7 +160,13 @@ def test_the_test_button_of_an_eachlabs_connection(
         assert stack.fast_sim.counters.executions > before  # the button reached the API
     finally:
         stack.api.request("DELETE", f"/connections/{conn_id}", expect=(204, 404))
-    assert console_errors == []
+    # Airflow 3.2's connection form loads its code editor (Monaco) from a CDN, which this offline
+    # machine cannot reach: the failed load, its bare "Event" page error and Monaco's own report of it
+    # are the UI's, not ours. Anything else fails the test.
+    offline = any("cdn.jsdelivr.net" in error for error in console_errors)
+    editor = ("cdn.jsdelivr.net", "Monaco initialization: error")
+    ours = [e for e in console_errors if not (offline and (e == "Event" or any(m in e for m in editor)))]
+    assert ours == []
 
 
 def test_eachlabs_prediction_link_on_a_finished_fill(browser_page: Page, dags_ready: AirflowStack) -> None:
