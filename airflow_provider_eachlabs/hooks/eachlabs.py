@@ -277,9 +277,12 @@ class EachlabsHook(BaseHook):
             from airflow.sdk.log import amask_secret
         except ImportError:
             from airflow.sdk.log import mask_secret
+            from asgiref.sync import sync_to_async
 
             for secret in self._secrets(await self.aget_settings()):
-                await asyncio.to_thread(mask_secret, secret)
+                # asgiref's thread, not asyncio's: its async_to_sync then finds this loop for the
+                # supervisor message instead of starting another one that waits for it forever.
+                await sync_to_async(mask_secret)(secret)
             return
         for secret in self._secrets(await self.aget_settings()):
             await amask_secret(secret)
