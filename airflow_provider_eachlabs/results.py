@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -63,12 +64,14 @@ def prediction_summary(prediction: Prediction) -> dict[str, Any]:
 
 
 def report_success(context: Context, prediction: Prediction, log: Any) -> None:
-    """Log a success with its cost once per prediction, not once per try, and count it in the metrics.
+    """Log a success with its cost once per prediction, not once per try, and count it in the metrics
+    and the spend ledger.
 
     A try that re-attaches to a prediction an earlier try already reported (its store failed, say)
     says so instead, so that summing the costs in the logs or the metrics counts each prediction once.
     """
-    if not _first_report(context, prediction.id):
+    first = _first_report(context, prediction.id)
+    if first is None:
         log.info("Prediction %s succeeded (its cost was reported by an earlier try)", prediction.id)
         return
     metrics = prediction.metrics
@@ -78,40 +81,65 @@ def report_success(context: Context, prediction: Prediction, log: Any) -> None:
         metrics.get("predict_time", "unreported"),
         metrics.get("cost", "unreported"),
     )
-    from airflow_provider_eachlabs import metrics as emit
-
-    emit.ended(prediction, emit.task_tags(context["ti"]))
+    _count_end(context, prediction, first)
 
 
 def report_end(context: Context, prediction: Prediction) -> None:
-    """Count a failed or cancelled prediction (and its cost) in the metrics, once per prediction:
-    the guard ``report_success`` uses, so a later try that refuses or re-reads it counts nothing."""
-    if _first_report(context, prediction.id):
-        from airflow_provider_eachlabs import metrics as emit
-
-        emit.ended(prediction, emit.task_tags(context["ti"]))
+    """Count a failed or cancelled prediction (and its cost) in the metrics and the spend ledger, once
+    per prediction: the guard ``report_success`` uses, so a later try that refuses or re-reads it
+    counts nothing."""
+    first = _first_report(context, prediction.id)
+    if first is not None:
+        _count_end(context, prediction, first)
 
 
 def report_timeout(context: Context, prediction_id: str) -> None:
     """Count a prediction the task's timeout cancelled, once per prediction."""
-    if _first_report(context, prediction_id):
+    first = _first_report(context, prediction_id)
+    if first is not None:
+        from airflow_provider_eachlabs import ledger
         from airflow_provider_eachlabs import metrics as emit
 
         emit.timed_out(emit.task_tags(context["ti"]))
+        if first.bought_here:
+            ledger.record_timed_out(context, prediction_id, first.bought_at)
 
 
-def _first_report(context: Context, prediction_id: str) -> bool:
-    """Whether no try of this task instance reported the end of ``prediction_id`` yet; if so, it is
-    marked reported (and saved) before the caller says anything: a try that dies between the two
+@dataclass(frozen=True)
+class _FirstReport:
+    """The end of a prediction no earlier try reported: whether a try of this task instance bought
+    (or found) it, and when it was bought, if known. A sensor watching another task's prediction
+    counts its end in the metrics, never in the ledger, where the buyer counts it."""
+
+    bought_here: bool
+    bought_at: float | None
+
+
+def _count_end(context: Context, prediction: Prediction, first: _FirstReport) -> None:
+    from airflow_provider_eachlabs import ledger
+    from airflow_provider_eachlabs import metrics as emit
+
+    emit.ended(prediction, emit.task_tags(context["ti"]))
+    if first.bought_here:
+        ledger.record_ended(context, prediction, first.bought_at)
+
+
+def _first_report(context: Context, prediction_id: str) -> _FirstReport | None:
+    """None when a try of this task instance reported the end of ``prediction_id`` already; else it
+    is marked reported (and saved) before the caller says anything: a try that dies between the two
     leaves the end unreported rather than reported twice."""
     from airflow_provider_eachlabs.record import TaskRecord
 
     record = TaskRecord.load(context)
     if prediction_id in record.reported_ids:
-        return False
+        return None
     record.reported_ids.append(prediction_id)
     record.save(context)
-    return True
+    current = prediction_id == record.prediction_id
+    return _FirstReport(
+        bought_here=current or prediction_id in record.finished_ids,
+        bought_at=record.started_at if current else None,
+    )
 
 
 def small_json(value: Any, limit: int) -> Any:

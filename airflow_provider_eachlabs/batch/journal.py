@@ -148,16 +148,22 @@ class JournalState:
 
     items: dict[str, ItemState] = field(default_factory=dict)
     uploads: dict[str, str] = field(default_factory=dict)
+    # What the journal saw bought and ended over its life, for the spend ledger (``ledger``).
+    spend: SpendTally = field(default_factory=lambda: SpendTally())
 
     def apply(self, event: Mapping[str, Any]) -> None:
         if "upload" in event:
             self.uploads[str(event["upload"])] = str(event["url"])
+            return
+        if "spend" in event:  # a snapshot's tally, or the journal's name
+            self.spend = SpendTally.read({**asdict(self.spend), **event["spend"]})
             return
         key, state = str(event["key"]), str(event["state"])
         if "item" in event:  # a snapshot's whole item
             self.items[key] = ItemState(**event["item"])
             return
         item = self.items.setdefault(key, ItemState(QUEUED))
+        before = replace(item)
         item.state = state
         if state == SENDING:
             item.sent_at = float(event["at"])
@@ -172,6 +178,7 @@ class JournalState:
             item.prediction_id = item.row.get("prediction_id") or item.prediction_id
             if item.row.get("status") == "invalid":
                 item.input = None
+        self.spend.count(before, item)
 
     def replayed(self, event: dict[str, Any], keys: Container[str], snapshot: bool) -> str:
         """Apply one replayed ``event`` when it is one this provider writes for a key of the plan:
@@ -181,6 +188,15 @@ class JournalState:
                 return "dropped"
             self.uploads[event["upload"]] = event["url"]
             return "applied"
+        if "spend" in event:
+            spend = event["spend"]
+            if snapshot:
+                self.spend = SpendTally.read(spend)
+            elif isinstance(spend, dict) and set(spend) == {"journal"} and not self.spend.journal:
+                self.spend = SpendTally.read({**asdict(self.spend), **spend})
+            else:
+                return "dropped"
+            return "applied"
         key = event.get("key")
         if not isinstance(key, str):
             return "dropped"
@@ -189,6 +205,8 @@ class JournalState:
         item = _after(key, self.items.get(key), event, snapshot)
         if item is None:
             return "dropped"
+        if not snapshot:
+            self.spend.count(self.items.get(key), item)
         self.items[key] = item
         return "applied"
 
@@ -196,6 +214,7 @@ class JournalState:
         """Events that rebuild this state, one per upload and per item: what a snapshot holds."""
         for digest, url in self.uploads.items():
             yield {"upload": digest, "url": url}
+        yield {"spend": asdict(self.spend)}
         for key, item in self.items.items():
             yield {"key": key, "state": item.state, "item": asdict(item)}
 
@@ -320,6 +339,12 @@ class Journal:
             final=True,
         )
 
+    def name_spend(self) -> None:
+        """Give a journal that has none a name, written with its next segment: the task's ledger
+        counts a journal's tally from zero when the name is new (``ledger.record_batch_try``)."""
+        if not self.state.spend.journal:
+            self.record({"spend": {"journal": secrets.token_hex(8)}})
+
     def record(self, event: dict[str, Any]) -> None:
         self.state.apply(event)
         self._pending.append(event)
@@ -397,6 +422,69 @@ def _lines(events: Iterable[Mapping[str, Any]]) -> bytes:
 
 def _is_journal_file(name: str) -> bool:
     return bool(_SEGMENT.fullmatch(name) or _SNAPSHOT.fullmatch(name))
+
+
+@dataclass
+class SpendTally:
+    """Predictions the journal saw bought (a create recorded) and ended (a result recorded for a
+    created item), over the journal's life: each is counted once, by the step
+    that records it, so a replay counts what the live batch counted. ``journal`` names this journal,
+    so the task's ledger knows a new one (after a batch that ended whole) starts from zero. Whoever can
+    write ``output_path`` can write these numbers too: the fills page shows the API's own bill beside
+    them."""
+
+    journal: str = ""  # named once, by the try that starts the journal (``Journal.name_spend``)
+    bought: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    cost: int = 0  # micro-USD
+    # Predict times of the successes, by ``ledger.time_bin``: percentiles without a list per item.
+    times: dict[str, int] = field(default_factory=dict)
+
+    def count(self, before: ItemState | None, after: ItemState) -> None:
+        from airflow_provider_eachlabs.ledger import micro_usd, time_bin
+
+        if after.state == CREATED and (before is None or before.state != CREATED):
+            self.bought += 1
+        row = after.row or {}
+        # Only the step from created to done ends a prediction: a re-read of a stored item, or a
+        # refusal re-stating a failed one, names a prediction whose end was counted already.
+        if after.state != DONE or not row.get("prediction_id") or before is None or before.state != CREATED:
+            return
+        status = _earlier_status(row)
+        setattr(self, status, getattr(self, status) + 1)
+        self.cost += micro_usd(row.get("cost")) or 0
+        if status == "succeeded" and isinstance(row.get("predict_time"), _NUMBER):
+            name = str(time_bin(float(row["predict_time"])))
+            self.times[name] = self.times.get(name, 0) + 1
+
+    @classmethod
+    def read(cls, value: Any) -> SpendTally:
+        """A snapshot's tally, its wrongly typed fields left at zero."""
+        body = value if isinstance(value, dict) else {}
+        tally = cls()
+        if isinstance(body.get("journal"), str):
+            tally.journal = body["journal"][:64]
+        for name in ("bought", "succeeded", "failed", "cancelled", "cost"):
+            number = body.get(name)
+            if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
+                setattr(tally, name, number)
+        times = body.get("times")
+        if isinstance(times, dict):
+            tally.times = {
+                str(k): v
+                for k, v in times.items()
+                if isinstance(v, int) and not isinstance(v, bool) and v > 0
+            }
+        return tally
+
+
+def _earlier_status(row: Mapping[str, Any]) -> str:
+    """How an ended item's prediction ended, as the ledger names it."""
+    if SUCCESS in (row.get("status"), row.get("prediction_status")):
+        return "succeeded"
+    return "cancelled" if row.get("status") in ("cancelled", "timeout") else "failed"
 
 
 _ITEM_FIELDS = frozenset(item.name for item in fields(ItemState))

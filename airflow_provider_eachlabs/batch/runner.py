@@ -763,9 +763,12 @@ class BatchRunner:
         return [item.row for item in self.journal.state.items.values() if item.state == DONE and item.row]
 
     def summary(self) -> dict[str, Any]:
-        return summarize(
+        summary = summarize(
             self.rows(), self.config.results_path, self.progress.creates, self.pacer.rate_limited
         )
+        # For the task's spend ledger, which only the worker can write (``ledger.record_batch_try``).
+        summary["spend_tally"] = asdict(self.journal.state.spend)
+        return summary
 
 
 async def wait_for_event(event: asyncio.Event, timeout: float) -> None:

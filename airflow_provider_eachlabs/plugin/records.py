@@ -17,6 +17,8 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_eachlabs.plugin.authority import NO_AUTHORITY, Authority, task_authority
+from airflow_provider_eachlabs.plugin.spend import Bucket, Figures
+from airflow_provider_eachlabs.plugin.spend import figures as spend_figures
 from airflow_provider_eachlabs.record import RECORD_KEY
 from airflow_provider_eachlabs.results import BATCH_KEY, OUTCOME_KEY, PREDICTION_ID_KEY, REQUEST_KEY
 
@@ -247,7 +249,7 @@ class Row:
 
     @property
     def succeeded(self) -> bool:
-        return bool(self.outcome.get("ok"))
+        return bool(self.outcome.get("ok")) or self.outcome.get("status") == "succeeded"
 
     @property
     def is_batch(self) -> bool:
@@ -264,7 +266,9 @@ class Row:
 
     @property
     def status(self) -> str:
-        return str(self.outcome.get("status") or ("success" if self.succeeded else "failed"))
+        """succeeded, failed, cancelled or open (the ledger's words; an XCom outcome's are mapped)."""
+        said = str(self.outcome.get("status") or ("success" if self.succeeded else "failed"))
+        return {"success": "succeeded", "timeout": "cancelled", "error": "failed"}.get(said, said)
 
     @property
     def cost(self) -> float | None:
@@ -276,21 +280,6 @@ class Row:
         """A fill's predict time; for a batch, its median (it stands for each of its fills)."""
         value = self.outcome.get("p50_predict_time" if self.is_batch else "predict_time")
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-@dataclass
-class Figures:
-    """What a pipeline owner watches, for one group of rows."""
-
-    fills: int
-    succeeded: int
-    spend: float
-    p50_predict_time: float | None
-    p95_predict_time: float | None
-
-    @property
-    def success_rate(self) -> float | None:
-        return self.succeeded / self.fills if self.fills else None
 
 
 def _one_per_prediction(newest_first: Iterable[Row]) -> list[Row]:
@@ -315,15 +304,23 @@ def bought_something(outcome: dict[str, Any]) -> bool:
 
 
 def figures(rows: list[Row]) -> Figures:
-    """Totals over fills, a batch task counting for each of its items. Percentiles take a batch's
-    median once per fill it stored: its rows are in its results manifest, not read here."""
+    """Totals over the XCom outcomes (Airflow 3.2, which has no ledger), a batch task counting for
+    each of its items. Percentiles take a batch's median once per fill it stored: its rows are in its
+    results manifest, not read here."""
     times = sorted(
         t for row in rows if (t := row.predict_time) is not None for _ in range(max(1, row.fills_succeeded))
     )
+    fills = sum(row.fills for row in rows)
+    succeeded = sum(row.fills_succeeded for row in rows)
+    cancelled = sum(row.fills for row in rows if row.status == "cancelled")
     return Figures(
-        fills=sum(row.fills for row in rows),
-        succeeded=sum(row.fills_succeeded for row in rows),
+        bought=fills,
+        succeeded=succeeded,
+        failed=fills - succeeded - cancelled,
+        cancelled=cancelled,
+        open=0,
         spend=round(sum(row.cost or 0.0 for row in rows), 4),
+        unknown_cost=0,
         p50_predict_time=_percentile(times, 50),
         p95_predict_time=_percentile(times, 95),
     )
@@ -364,12 +361,128 @@ def overview(
     status: str | None = None,
     limit: int = 200,
 ) -> Overview:
-    """Every outcome the readable DAGs recorded, filtered; the figures cover all of them, the rows the
-    newest ``limit``."""
+    """What the readable DAGs bought, filtered by DAG and period: the figures from the spend ledger's
+    fold (``spend``), the rows the newest ``limit`` predictions; ``status`` filters the rows. On
+    Airflow 3.2 (no ledger) both come from the tasks' XCom outcomes."""
+    wanted = {dag_id} & dag_ids if dag_id else dag_ids
+    if not has_ledger():
+        return _overview_from_outcomes(session, dag_ids, wanted, since, until, status, limit)
+    from airflow_provider_eachlabs.plugin.spend import FOLD
+
+    FOLD.refresh(session)
+    buckets = FOLD.select(wanted, since, until)
+    by_dag: dict[str, list[Bucket]] = defaultdict(list)
+    by_day: dict[date, list[Bucket]] = defaultdict(list)
+    for (name, day), bucket in buckets.items():
+        by_dag[name].append(bucket)
+        by_day[day].append(bucket)
+    rows = ledger_rows(session, wanted, since, until, status, limit)
+    return Overview(
+        rows=rows,
+        total=spend_figures(buckets.values()),
+        by_dag={name: spend_figures(group) for name, group in sorted(by_dag.items())},
+        by_day={day: spend_figures(group) for day, group in sorted(by_day.items(), reverse=True)},
+        dag_ids=sorted({name for name, _ in FOLD.select(dag_ids)}),
+    )
+
+
+def has_ledger() -> bool:
+    try:
+        import airflow.models.task_state_store  # noqa: F401
+    except ImportError:  # Airflow 3.2
+        return False
+    return True
+
+
+# At most this many of the newest ledger rows are read to find a page of rows matching a status.
+LEDGER_ROWS_READ = 5000
+
+
+def ledger_rows(
+    session: Session,
+    dag_ids: set[str],
+    since: date | None,
+    until: date | None,
+    status: str | None,
+    limit: int,
+) -> list[Row]:
+    """The newest predictions of the ledger, one row each (a batch try's entry is one row): a
+    prediction's purchase and its end are merged, newest first, by primary key (no JSON is searched)."""
+    from airflow.models.task_state_store import TaskStateStoreModel as Store
+    from sqlalchemy import select
+
+    from airflow_provider_eachlabs.ledger import BATCH, BOUGHT, ENDED, PREFIX
+
+    query = select(Store).where(
+        Store.key.startswith(PREFIX, autoescape=True), Store.dag_id.in_(sorted(dag_ids))
+    )
+    if since is not None:
+        query = query.where(Store.updated_at >= _midnight(since))
+    if until is not None:
+        query = query.where(Store.updated_at < _midnight(until) + timedelta(days=1))
+    found: dict[tuple[str, str, str, int, str], Row] = {}
+    for entry in session.scalars(query.order_by(Store.id.desc()).limit(LEDGER_ROWS_READ)):
+        value = _json(entry.value)
+        name = entry.key
+        if name.startswith(BATCH):
+            outcome = {"batch": True, **_batch_outcome(value)}
+            ident = name
+        elif name.startswith((BOUGHT, ENDED)):
+            ident = name.rsplit("/", 1)[-1]
+            outcome = {"prediction_id": ident, "status": "open", **value} if name.startswith(BOUGHT) else {}
+            if name.startswith(ENDED):
+                outcome = {"prediction_id": ident, **value, "cost": _usd(value.get("cost"))}
+        else:
+            continue
+        where = (entry.dag_id, entry.run_id, entry.task_id, entry.map_index, ident)
+        row = found.get(where)
+        if row is None:
+            found[where] = Row(
+                entry.dag_id, entry.run_id, entry.task_id, entry.map_index, entry.updated_at, outcome
+            )
+        else:  # the purchase under its end (read after it): the end's status, the purchase's how
+            row.outcome = {**outcome, **row.outcome}
+    rows = [row for row in found.values() if status is None or row.status == status]
+    return rows[:limit]
+
+
+def _json(raw: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _usd(micro: Any) -> float | None:
+    ok = isinstance(micro, int) and not isinstance(micro, bool) and micro >= 0
+    return micro / 1_000_000 if ok else None
+
+
+def _batch_outcome(value: dict[str, Any]) -> dict[str, Any]:
+    counts = {name: _count(value.get(name)) for name in ("bought", "succeeded", "failed", "cancelled")}
+    ended = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+    return {
+        "fills": counts["bought"] or ended,
+        "succeeded": counts["succeeded"],
+        "cost": _usd(value.get("cost")),
+        "status": "succeeded" if ended and counts["succeeded"] == ended else ("failed" if ended else "open"),
+        "try": value.get("try"),
+    }
+
+
+def _overview_from_outcomes(
+    session: Session,
+    dag_ids: set[str],
+    wanted: set[str],
+    since: date | None,
+    until: date | None,
+    status: str | None,
+    limit: int,
+) -> Overview:
     from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
-    wanted = {dag_id} & dag_ids if dag_id else dag_ids
     query = select(XComModel).where(XComModel.key == OUTCOME_KEY, XComModel.dag_id.in_(sorted(wanted)))
     if since is not None:
         query = query.where(XComModel.timestamp >= _midnight(since))

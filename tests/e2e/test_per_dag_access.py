@@ -341,7 +341,7 @@ def test_the_fills_page_lists_only_the_viewers_dag(teams: TeamStack, dag: Owned)
     theirs = other(dag)
 
     def fills(page: str) -> int:
-        return int(re.search(r'id="fills">(\d+)<', page).group(1))  # type: ignore[union-attr]
+        return int(re.search(r'id="bought">(\d+)<', page).group(1))  # type: ignore[union-attr]
 
     everything = teams.get("admin", "/")
     assert everything.status_code == 200

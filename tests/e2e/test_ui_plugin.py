@@ -154,7 +154,7 @@ def test_the_fills_page_adds_up_what_the_tasks_recorded(
     # An outcome that is no record (one the hostile-XCom tests wrote over REST) is not counted.
     outcomes = [o for o in recorded_values if isinstance(o, dict)]
     page = plugin(stack, "/").text
-    fills = int(re.search(r'id="fills">(\d+)<', page).group(1))  # type: ignore[union-attr]
+    fills = int(re.search(r'id="bought">(\d+)<', page).group(1))  # type: ignore[union-attr]
     spend = float(re.search(r'id="spend">\$([0-9.]+)<', page).group(1))  # type: ignore[union-attr]
     # A single fill counts once, however many tasks saw its prediction; a batch task counts its items.
     fills_recorded = {
@@ -214,7 +214,7 @@ def test_a_user_who_may_read_no_dag_learns_nothing(
         assert answer.status_code == 403, route
         assert succeeded[1]["prediction_id"] not in answer.text
     overview = plugin(dags_ready, "/", token="outsider")
-    assert overview.status_code == 200 and 'id="fills">0<' in overview.text
+    assert overview.status_code == 200 and 'id="bought">0<' in overview.text
     assert succeeded[1]["prediction_id"] not in overview.text
 
 

@@ -36,6 +36,7 @@ from airflow_provider_eachlabs.operators.batch import FluxFillBatchOperator
 from airflow_provider_eachlabs.testing import EachlabsSimulator
 from airflow_provider_eachlabs.triggers.batch import BatchTrigger
 from tests.conftest import API_KEY, ROOT, connection_json
+from tests.integration.test_operators import RecordingStateStore
 from tests.integration.test_storage_roundtrip import BUCKET, s3, s3_endpoint  # noqa: F401 (fixtures)
 
 DATA = ROOT / "example_dags" / "data"
@@ -732,9 +733,16 @@ def test_a_deferred_batch_runs_in_the_trigger_and_completes_on_the_worker(
 
     assert len(events) == 1
     assert events[0]["status"] == "done"
+    ctx["task_state_store"] = store = RecordingStateStore()
     summary = operator.execute_complete(ctx, events[0])
-    assert summary == events[0]["summary"]
+    # The journal's spend tally goes to the task's ledger, not to the XCom result.
+    tally = events[0]["summary"]["spend_tally"]
+    assert summary == {k: v for k, v in events[0]["summary"].items() if k != "spend_tally"}
     assert (summary["succeeded"], summary["creates"]) == (3, 3)
+    billed = sum(round(sim.predictions[p].cost * 1_000_000) for p in sim.predictions)
+    assert (tally["bought"], tally["succeeded"], tally["cost"]) == (3, 3, billed)
+    entry = store["eachlabs_ledger/batch/0"]  # this stand-in task instance has no try number
+    assert (entry["bought"], entry["succeeded"], entry["cost"]) == (3, 3, billed)
     rows = results(out)
     for n in range(3):
         assert_stored(sim, rows[f"img{n}"], out / f"img{n}.png")

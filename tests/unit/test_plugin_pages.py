@@ -26,7 +26,7 @@ def test_figures_add_up_fills_success_spend_and_predict_time() -> None:
         row("d", ok=True, cost=True, predict_time=10.0),  # a bool is no cost
     ]
     found = figures(rows)
-    assert (found.fills, found.succeeded, found.spend) == (4, 3, 0.1)
+    assert (found.bought, found.succeeded, found.spend) == (4, 3, 0.1)
     assert found.success_rate == 0.75
     assert found.p50_predict_time == 4.0
     assert found.p95_predict_time == pytest.approx(9.4)
@@ -34,7 +34,7 @@ def test_figures_add_up_fills_success_spend_and_predict_time() -> None:
 
 def test_no_rows_have_no_rate_and_no_percentiles() -> None:
     found = figures([])
-    assert (found.fills, found.success_rate, found.p50_predict_time, found.p95_predict_time) == (
+    assert (found.bought, found.success_rate, found.p50_predict_time, found.p95_predict_time) == (
         0,
         None,
         None,
@@ -69,7 +69,7 @@ def test_a_batch_task_counts_for_each_of_its_fills() -> None:
         None, task="fill_all", ok=False, batch=True, fills=200, succeeded=198, cost=9.9, p50_predict_time=9.0
     )
     found = figures([batch, row("a", ok=True, cost=0.05, predict_time=2.0)])
-    assert (found.fills, found.succeeded, found.spend) == (201, 199, 9.95)
+    assert (found.bought, found.succeeded, found.spend) == (201, 199, 9.95)
     assert found.p50_predict_time == 9.0  # the batch's median stands for each fill it stored
     assert batch.predict_time == 9.0 and batch.is_batch
 

@@ -1,0 +1,236 @@
+"""The fills page's figures: the spend ledger (``ledger``) folded into per-DAG, per-day buckets.
+
+Why a fold kept in the api-server and not a query per page: adding up a million ledger rows takes
+the database seconds (SQLite groups them by DAG and day in 2.3 s before reading any JSON), while the
+page must answer within one. Ledger rows are written once and never changed, so each row is read
+once: the first page after a start reads them all, every later page only the rows added since (by
+primary key, which grows with every write). Memory is one bucket per DAG and day, whatever the
+number of predictions. A row deleted under the fold (its DAG run deleted) is noticed by a count at
+most once a minute, and the fold is rebuilt.
+
+Runs in the api-server only, on Airflow 3.3 and newer (task_state_store).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_eachlabs.ledger import (
+    BATCH,
+    BOUGHT,
+    CANCELLED,
+    ENDED,
+    FAILED,
+    PREFIX,
+    SUCCEEDED,
+    bin_seconds,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+# A row is folded once it is this old: a transaction that took an id and commits later than a row
+# with a higher id is a matter of milliseconds, and a fold that skipped it would never read it.
+SETTLE_SECONDS = 2.0
+DELETION_CHECK_SECONDS = 60.0
+FETCH_ROWS = 10_000
+
+
+@dataclass
+class Bucket:
+    """One DAG's predictions bought on one day (UTC), as its tasks recorded them."""
+
+    bought: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    cost: int = 0  # micro-USD
+    unknown_cost: int = 0  # ended predictions the API gave no cost for
+    times: Counter[int] = field(default_factory=Counter)  # successes by ``ledger.time_bin``
+
+    @property
+    def ended(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    def add(self, other: Bucket) -> None:
+        for name in ("bought", SUCCEEDED, FAILED, CANCELLED, "cost", "unknown_cost"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.times.update(other.times)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a pipeline owner watches, for one group of buckets."""
+
+    bought: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    # Bought and not seen to end by their task: still running, or its task was stopped while waiting
+    # (marked failed while deferred) or did not wait.
+    open: int
+    spend: float
+    unknown_cost: int
+    p50_predict_time: float | None
+    p95_predict_time: float | None
+
+    @property
+    def success_rate(self) -> float | None:
+        ended = self.succeeded + self.failed + self.cancelled
+        return self.succeeded / ended if ended else None
+
+    def count(self, status: str | None) -> int:
+        return getattr(self, status) if status in (*STATUSES, "open") else self.bought
+
+
+def figures(buckets: Iterable[Bucket]) -> Figures:
+    total = Bucket()
+    for bucket in buckets:
+        total.add(bucket)
+    return Figures(
+        bought=total.bought,
+        succeeded=total.succeeded,
+        failed=total.failed,
+        cancelled=total.cancelled,
+        open=max(0, total.bought - total.ended),
+        spend=total.cost / 1_000_000,
+        unknown_cost=total.unknown_cost,
+        p50_predict_time=_percentile(total.times, 0.50),
+        p95_predict_time=_percentile(total.times, 0.95),
+    )
+
+
+def _percentile(times: Counter[int], q: float) -> float | None:
+    count = sum(times.values())
+    if not count:
+        return None
+    rank, seen = q * (count - 1), 0
+    for number in sorted(times):
+        seen += times[number]
+        if seen > rank:
+            return bin_seconds(number)
+    return None
+
+
+class Fold:
+    """The ledger folded into buckets, kept up to date by ``refresh``; one per api-server process."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple[str, date], Bucket] = {}
+        self.watermark = 0
+        self.rows = 0
+        self.checked_at = 0.0
+        self._lock = threading.Lock()
+
+    def refresh(self, session: Session) -> None:
+        """Fold the rows written since the last refresh (all of them, the first time)."""
+        with self._lock:
+            if time.monotonic() - self.checked_at > DELETION_CHECK_SECONDS:
+                self.checked_at = time.monotonic()
+                if self.rows and _count_up_to(session, self.watermark) != self.rows:
+                    self.buckets, self.watermark, self.rows = {}, 0, 0
+            for row in _rows_after(session, self.watermark):
+                self.watermark = max(self.watermark, row[0])
+                self.rows += 1
+                self._fold(*row[1:])
+
+    def _fold(self, dag_id: str, key: str, raw: Any, updated_at: datetime | None) -> None:
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            return
+        if not isinstance(value, Mapping):
+            return
+        written = _epoch(updated_at)
+        if key.startswith(BOUGHT):
+            self._bucket(dag_id, _number(value.get("at")) or written).bought += 1
+        elif key.startswith(ENDED):
+            status = value.get("status")
+            if status not in STATUSES:
+                return
+            bucket = self._bucket(dag_id, _number(value.get("bought_at")) or written)
+            setattr(bucket, status, getattr(bucket, status) + 1)
+            cost = value.get("cost")
+            if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 0:
+                bucket.cost += cost
+            else:
+                bucket.unknown_cost += 1
+            seconds = _number(value.get("predict_time"))
+            if status == SUCCEEDED and seconds is not None:
+                from airflow_provider_eachlabs.ledger import time_bin
+
+                bucket.times[time_bin(seconds)] += 1
+        elif key.startswith(BATCH):
+            bucket = self._bucket(dag_id, _number(value.get("at")) or written)
+            for name in ("bought", SUCCEEDED, FAILED, CANCELLED, "cost"):
+                number = value.get(name)
+                if isinstance(number, int) and not isinstance(number, bool) and number > 0:
+                    setattr(bucket, name, getattr(bucket, name) + number)
+            times = value.get("times")
+            for name, number in times.items() if isinstance(times, Mapping) else ():
+                if str(name).lstrip("-").isdigit() and isinstance(number, int) and number > 0:
+                    bucket.times[int(name)] += number
+
+    def _bucket(self, dag_id: str, at: float) -> Bucket:
+        day = datetime.fromtimestamp(at, tz=timezone.utc).date()
+        return self.buckets.setdefault((dag_id, day), Bucket())
+
+    def select(
+        self, dag_ids: set[str], since: date | None = None, until: date | None = None
+    ) -> dict[tuple[str, date], Bucket]:
+        """The buckets of the readable DAGs within the period (both ends included)."""
+        with self._lock:
+            return {
+                (dag, day): bucket
+                for (dag, day), bucket in self.buckets.items()
+                if dag in dag_ids and (since is None or day >= since) and (until is None or day <= until)
+            }
+
+
+FOLD = Fold()
+
+
+def _rows_after(session: Session, watermark: int) -> Iterable[tuple[int, str, str, Any, datetime | None]]:
+    from datetime import timedelta
+
+    from airflow.models.task_state_store import TaskStateStoreModel as Store
+    from sqlalchemy import select
+
+    settled = datetime.now(timezone.utc) - timedelta(seconds=SETTLE_SECONDS)
+    query = (
+        select(Store.id, Store.dag_id, Store.key, Store.value, Store.updated_at)
+        .where(
+            Store.id > watermark, Store.key.startswith(PREFIX, autoescape=True), Store.updated_at < settled
+        )
+        .order_by(Store.id)
+        .execution_options(yield_per=FETCH_ROWS)
+    )
+    for row in session.execute(query):
+        yield row[0], row[1], row[2], row[3], row[4]
+
+
+def _count_up_to(session: Session, watermark: int) -> int:
+    from airflow.models.task_state_store import TaskStateStoreModel as Store
+    from sqlalchemy import func, select
+
+    query = select(func.count()).where(Store.id <= watermark, Store.key.startswith(PREFIX, autoescape=True))
+    return int(session.scalar(query) or 0)
+
+
+def _epoch(value: datetime | None) -> float:
+    if value is None:
+        return time.time()
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else None
