@@ -44,6 +44,8 @@ from airflow_provider_eachlabs.exceptions import (
 from airflow_provider_eachlabs.redaction import redact, redact_bytes, secret_forms
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow_provider_eachlabs.settings import EachlabsSettings
 
 USER_AGENT = f"airflow-provider-eachlabs/{__version__}"
@@ -437,10 +439,28 @@ def presign_upload_request(content_type: str) -> ApiRequest:
     )
 
 
-def list_executions_request(limit: int = 20, offset: int = 0, model: str | None = None) -> ApiRequest:
+def list_executions_request(
+    limit: int = 20,
+    offset: int = 0,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ApiRequest:
+    """A page of executions; ``since`` and ``until`` bound their creation time, sent as ``from`` and
+    ``to`` in RFC 3339 UTC with a ``Z`` (a naive datetime is read as UTC)."""
+    from datetime import timezone
+
     params = {"limit": str(limit), "offset": str(offset)}
     if model:
         params["model"] = model
+    for name, moment in (("from", since), ("to", until)):
+        if moment is not None:
+            utc = (
+                moment.replace(tzinfo=timezone.utc)
+                if moment.tzinfo is None
+                else moment.astimezone(timezone.utc)
+            )
+            params[name] = utc.isoformat().replace("+00:00", "Z")
     return ApiRequest("GET", "/v1/executions", resendable=True, params=params)
 
 

@@ -40,6 +40,8 @@ from airflow_provider_eachlabs.settings import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow.sdk import Connection
 
     from airflow_provider_eachlabs.storage import FileSource
@@ -569,23 +571,41 @@ class EachlabsHook(BaseHook):
             raise api.EachlabsResponseError(f"the model answer for {slug!r} is not an object")
         return body
 
-    def list_executions(self, limit: int = 20, offset: int = 0, model: str | None = None) -> dict[str, Any]:
+    def list_executions(
+        self,
+        limit: int = 20,
+        offset: int = 0,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
         """One page of the account's executions, newest first.
 
-        :param limit: rows per page.
+        :param limit: rows per page (the API takes 1 to 100).
         :param offset: rows to skip.
         :param model: only this model's executions.
+        :param since: only executions created at or after this moment, sent as ``from`` (RFC 3339,
+            UTC; a naive datetime is read as UTC). Without it the API's window is the 90 days before
+            ``until`` (or before now).
+        :param until: only executions created at or before this moment, sent as ``to``.
         :return: the API's page: ``executions``, a list of rows (``id``, ``status``, ``created_at``,
-            ...), without their input.
+            ``execution_cost``, ...), without their input; ``total_count`` (a lower bound when
+            ``total_capped``). Page on until a page has fewer than ``limit`` rows.
         :raises EachlabsAuthError: (final) a wrong key.
+        :raises EachlabsInvalidInputError: (final) a limit, offset or window the API refuses.
         :raises EachlabsResponseError: (not final) the answer is not a JSON object.
         :raises EachlabsServerError, EachlabsConnectionError: (not final) past the retries.
 
         Example::
 
             latest = hook.list_executions(limit=5, model="flux-fill-pro")["executions"]
+            june = hook.list_executions(
+                limit=100,
+                since=datetime(2026, 6, 1, tzinfo=timezone.utc),
+                until=datetime(2026, 7, 1, tzinfo=timezone.utc),
+            )
         """
-        body = self._call(api.list_executions_request(limit, offset, model), api.read_json)
+        body = self._call(api.list_executions_request(limit, offset, model, since, until), api.read_json)
         if not isinstance(body, dict):
             raise api.EachlabsResponseError("the executions answer is not an object")
         return body

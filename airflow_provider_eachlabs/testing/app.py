@@ -444,6 +444,23 @@ def build_app(engine: Engine) -> FastAPI:
             }
         )
 
+    def _rfc3339(raw: str) -> float | None:
+        """Epoch seconds of an RFC 3339 date-time (an offset or Z required), or None."""
+        import re
+        from datetime import datetime
+
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", raw):
+            return None
+        text = raw.upper().replace("Z", "+00:00")
+        head, dot, rest = text.partition(".")
+        if dot:  # Python reads at most microseconds: cut the fraction to six digits
+            digits = len(rest) - len(rest.lstrip("0123456789"))
+            text = head + "." + rest[:digits][:6].ljust(6, "0") + rest[digits:]
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            return None
+
     @app.get("/v1/executions")
     async def list_executions(request: Request) -> Response:
         key = engine.key_of(request)
@@ -462,10 +479,32 @@ def build_app(engine: Engine) -> FastAPI:
         if bad:
             return error(400, f"invalid status {bad[0]!r}; allowed: {sorted(EXECUTION_STATUS_TOKENS)}")
         wanted: set[str] = set().union(*(EXECUTION_STATUS_TOKENS[t] for t in tokens)) if tokens else set()
+        # The creation window, as the spec has it: RFC 3339 bounds, both inclusive; without `from`,
+        # the 90 days before `to` (or before now).
+        window: dict[str, float] = {}
+        for name in ("from", "to"):
+            raw = params.get(name)
+            if raw is None:
+                continue
+            moment = _rfc3339(raw)
+            if moment is None:
+                return error(
+                    400,
+                    f"invalid {name!r}: {raw[:64]!r} is not an RFC 3339 date-time "
+                    "(e.g. 2026-01-01T00:00:00Z)",
+                    {"field": name},
+                )
+            window[name] = moment
+        until = window.get("to", time.time())
+        since = window.get("from", until - 90 * 86400.0)
+        if since > until:
+            return error(400, "invalid window: 'from' is after 'to'", {"field": "from"})
         model = params.get("model")
-        rows = []
+        matching = []
         for rec in sorted(state.predictions.values(), key=lambda r: r.created_at, reverse=True):
             if rec.api_key != key or (model and rec.model != model):
+                continue
+            if not since <= rec.created_at <= until:
                 continue
             status = rec.reported_status()
             # The executions listing uses "error" for failures, as the spec documents.
@@ -473,9 +512,12 @@ def build_app(engine: Engine) -> FastAPI:
                 status = "error"
             if wanted and status not in wanted:
                 continue
+            matching.append((rec, status))
+        page = []  # only the page's rows are written out: a long history costs a sort, not its rows
+        for rec, status in matching[offset : offset + limit]:
             done = rec.completed_at()
             out = rec.output if rec.is_terminal() else None
-            rows.append(
+            page.append(
                 {
                     "id": rec.id,
                     "model": rec.model,
@@ -491,11 +533,10 @@ def build_app(engine: Engine) -> FastAPI:
                     "output": out if isinstance(out, str) else (json.dumps(out) if out is not None else None),
                 }
             )
-        page = rows[offset : offset + limit]
         return JSONResponse(
             {
                 "executions": page,
-                "total_count": len(rows),
+                "total_count": len(matching),
                 "total_capped": False,
                 "offset": offset,
                 "limit": limit,
