@@ -54,6 +54,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_eachlabs.triggers.prediction"],
             }
         ],
+        "task-decorators": [
+            {"class-name": "airflow_provider_eachlabs.decorators.eachlabs.eachlabs_task", "name": "eachlabs"}
+        ],
         "extra-links": ["airflow_provider_eachlabs.links.EachlabsPredictionLink"],
         "connection-types": [
             {

@@ -19,7 +19,8 @@ def test_every_module_and_class_named_in_provider_info_imports():
     ]
     for module in modules:
         importlib.import_module(module)
-    for dotted in [*info["extra-links"], info["connection-types"][0]["hook-class-name"]]:
+    decorators = [d["class-name"] for d in info["task-decorators"]]
+    for dotted in [*info["extra-links"], info["connection-types"][0]["hook-class-name"], *decorators]:
         module, _, name = dotted.rpartition(".")
         assert hasattr(importlib.import_module(module), name), dotted
     assert info["versions"] == [__version__]
