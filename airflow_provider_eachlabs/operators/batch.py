@@ -441,6 +441,22 @@ class EachlabsBatchOperator(BaseOperator):
             Journal(config.journal_path).remove()
         return summary
 
+    # --- OpenLineage: called by apache-airflow-providers-openlineage only, which ``lineage`` needs ---
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """What the batch reads (its manifest, or the files its inline items name) as input datasets."""
+        from airflow_provider_eachlabs.lineage import batch_input_files, batch_lineage
+
+        files = batch_input_files(self.items, self.defaults, self.items_path)
+        return batch_lineage(files, self._folder, self._results_file, model=str(self.model))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The inputs, the output folder and the results manifest, and the batch's counts and spend."""
+        from airflow_provider_eachlabs.lineage import batch_input_files, batch_lineage
+
+        files = batch_input_files(self.items, self.defaults, self.items_path)
+        return batch_lineage(files, self._folder, self._results_file, task_instance, model=str(self.model))
+
 
 class _JournalledUploads(dict[str, str]):
     """Uploads by content hash, kept in the journal, so a retry does not upload the same bytes again;

@@ -180,3 +180,7 @@ class FluxFillOperator(EachlabsPredictionOperator):
             ) from None
         self.log.info("Wrote a before | mask | after preview to %s", path)
         return path
+
+    def openlineage_input_files(self) -> list[Any]:
+        """The rendered ``image`` and ``mask``, the files OpenLineage names as the fill's inputs."""
+        return [self.image, self.mask]

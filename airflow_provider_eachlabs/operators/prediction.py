@@ -523,3 +523,22 @@ class EachlabsPredictionOperator(BaseOperator):
             self.hook.cancel_prediction(prediction_id)
         except Exception as error:
             self.log.warning("Could not cancel prediction %s: %s", prediction_id, error)
+
+    # --- OpenLineage: called by apache-airflow-providers-openlineage only, which ``lineage`` needs ---
+
+    def openlineage_input_files(self) -> list[Any]:
+        """The rendered fields that name the files the task reads: the input's ``image`` and ``mask``."""
+        input_ = self.input if isinstance(self.input, Mapping) else {}
+        return [input_.get(field) for field in ("image", "mask")]
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """The files the task reads, as OpenLineage input datasets (see ``lineage``)."""
+        from airflow_provider_eachlabs.lineage import prediction_lineage
+
+        return prediction_lineage(self.openlineage_input_files(), model=str(self.model))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The inputs, the files the task stored (from its XCom result) and its prediction's run facet."""
+        from airflow_provider_eachlabs.lineage import prediction_lineage
+
+        return prediction_lineage(self.openlineage_input_files(), task_instance, model=str(self.model))

@@ -177,3 +177,17 @@ class PredictionSensor(BaseSensorOperator):
             expected_format=None,
             log=self.log,
         )
+
+    # --- OpenLineage: called by apache-airflow-providers-openlineage only, which ``lineage`` needs ---
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """Nothing yet: the prediction's input was sent by another task."""
+        from airflow_provider_eachlabs.lineage import prediction_lineage
+
+        return prediction_lineage([])
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The files the sensor stored (from its XCom result) and the prediction's run facet."""
+        from airflow_provider_eachlabs.lineage import prediction_lineage
+
+        return prediction_lineage([], task_instance)

@@ -559,6 +559,12 @@ def _airflow_env(home: Path, db_url: str, port: int, password_file: Path, output
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
             "PYTHONUNBUFFERED": "1",
+            # OpenLineage (tests/e2e/test_openlineage.py), where its provider is installed: events of
+            # the DAGs that call enable_lineage, and of no other, each to AIRFLOW_HOME/openlineage-*.json.
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                {"type": "file", "log_file_path": str(home / "openlineage")}
+            ),
+            "AIRFLOW__OPENLINEAGE__SELECTIVE_ENABLE": "True",
         }
     )
     return env

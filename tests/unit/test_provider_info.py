@@ -74,7 +74,8 @@ def test_loading_the_ui_plugin_in_a_task_process_builds_no_web_app():
     found, loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert found == "['eachlabs'] {}"
+    # Other installed providers' plugins load beside it (OpenLineage's, from the test extra).
+    assert "'eachlabs'" in found and found.endswith("] {}"), found
     web = {"fastapi", "starlette", "jinja2", "sqlalchemy"}
     heavy = {"requests", "aiohttp", "httpx", "tenacity", "PIL", *web}
     assert not heavy & {name.split(".")[0] for name in loaded.split()}
