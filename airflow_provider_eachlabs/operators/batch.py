@@ -240,6 +240,7 @@ class EachlabsBatchOperator(BaseOperator):
                     seeded,
                     self._results_file,
                 )
+        journal.name_spend()
         uploads = _JournalledUploads(journal)
         planned: set[str] = set()
         with journal.folder.writing(PLAN_NAME) as plan:
@@ -412,8 +413,10 @@ class EachlabsBatchOperator(BaseOperator):
         """Log the outcome, leave it for the UI, and fail when more items failed than allowed."""
         from airflow_provider_eachlabs.batch.journal import Journal
         from airflow_provider_eachlabs.exceptions import EachlabsBatchError
+        from airflow_provider_eachlabs.ledger import record_batch_try
         from airflow_provider_eachlabs.results import OUTCOME_KEY, batch_outcome
 
+        record_batch_try(context, summary.pop("spend_tally", None) or {})
         ok = summary["failed"] <= self.max_failed
         context["ti"].xcom_push(key=OUTCOME_KEY, value=batch_outcome(summary, model=config.model, ok=ok))
 

@@ -248,7 +248,7 @@ class EachlabsPredictionOperator(BaseOperator):
         recording: look for what it made from this input before paying again), nothing sent. The
         record is saved before the create is sent.
         """
-        from airflow_provider_eachlabs import metrics
+        from airflow_provider_eachlabs import ledger, metrics
         from airflow_provider_eachlabs.record import RecordState
         from airflow_provider_eachlabs.reruns import Choice, decide, fresh_requested, input_digests, input_key
         from airflow_provider_eachlabs.results import INPUT_XCOM_MAX_BYTES, small_json
@@ -286,6 +286,7 @@ class EachlabsPredictionOperator(BaseOperator):
                 )
                 record.created(found, time.time())
                 record.save(context)
+                ledger.record_bought(context, found, self.model, ledger.HOW_FOUND)
                 reattached = self._reattach(found, record.started_at or time.time())
                 if reattached is not None:
                     self._announce(context, record, found, "found", "an earlier try bought it and died")
@@ -310,6 +311,7 @@ class EachlabsPredictionOperator(BaseOperator):
         )
         metrics.bought(metrics.task_tags(ti))
         record.created(prediction_id, time.time())
+        ledger.record_bought(context, prediction_id, self.model, ledger.HOW_BOUGHT, record.started_at)
         self._announce(context, record, prediction_id, how, why)
         return prediction_id, record.started_at or time.time(), None
 
