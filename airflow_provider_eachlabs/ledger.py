@@ -82,6 +82,7 @@ def record_bought(
     model: str | None,
     how: str,
     at: float | None = None,
+    conn_id: str | None = None,
 ) -> None:
     """A task bought (or found) ``prediction_id``: count it today, open until its end is recorded."""
     ti = context.get("ti")
@@ -90,6 +91,7 @@ def record_bought(
         BOUGHT + prediction_id,
         {
             "v": VERSION,
+            "conn": _conn(context, conn_id),
             "at": at if at is not None else time.time(),
             "model": model,
             "how": how,
@@ -102,6 +104,7 @@ def record_ended(
     context: Context | Mapping[str, Any],
     prediction: Prediction,
     bought_at: float | None,
+    conn_id: str | None = None,
 ) -> None:
     """The end of a prediction this task instance recorded as bought, with what the API said it cost."""
     ended = end_status(prediction)
@@ -113,6 +116,7 @@ def record_ended(
         ENDED + prediction.id,
         {
             "v": VERSION,
+            "conn": _conn(context, conn_id),
             "bought_at": bought_at,
             "status": ended,
             "cause": prediction.failure_cause.value if prediction.failed else None,
@@ -133,6 +137,7 @@ def record_timed_out(
         ENDED + prediction_id,
         {
             "v": VERSION,
+            "conn": _conn(context),
             "bought_at": bought_at,
             "status": CANCELLED,
             "cause": "timeout",
@@ -148,7 +153,8 @@ def record_batch_try(context: Context | Mapping[str, Any], tally: Mapping[str, A
 
     ``tally`` is cumulative over the journal's life (``batch.journal``): ``bought``, ``succeeded``,
     ``failed``, ``cancelled``, ``cost`` (micro-USD), ``times`` (successes by ``time_bin``), and
-    ``journal``, which names the journal (a new one after a batch that ended whole starts from zero)."""
+    ``journal``, which names the journal (a new one after a batch that ended whole starts from zero),
+    and ``ids``, the predictions bought in order; the task's running total keeps only how many."""
     store = context.get("task_state_store")
     if store is None:
         return
@@ -161,19 +167,33 @@ def record_batch_try(context: Context | Mapping[str, Any], tally: Mapping[str, A
     previous = (
         earlier if isinstance(earlier, Mapping) and earlier.get("journal") == tally.get("journal") else {}
     )
-    entry: dict[str, Any] = {"v": VERSION, "at": time.time(), "try": getattr(ti, "try_number", None)}
+    entry: dict[str, Any] = {
+        "v": VERSION,
+        "conn": _conn(context),
+        "at": time.time(),
+        "try": getattr(ti, "try_number", None),
+    }
     for name in ("bought", SUCCEEDED, FAILED, CANCELLED, "cost"):
         entry[name] = max(0, _int(tally.get(name)) - _int(previous.get(name)))
     now, then = _bins(tally.get("times")), _bins(previous.get("times"))
     entry["times"] = {
         name: count - then.get(name, 0) for name, count in now.items() if count > then.get(name, 0)
     }
+    ids = [i for i in tally.get("ids", []) if isinstance(i, str)]
+    entry["ids"] = ids[_int(previous.get("ids")) :]
     if not any(entry[name] for name in ("bought", SUCCEEDED, FAILED, CANCELLED)):
         return
     number = getattr(ti, "try_number", None) or 0
+    total = {**tally, "ids": len(ids)}
     # The total first: a try that dies between the two writes loses an entry rather than doubling it.
-    if _write(context, BATCH_TOTAL_KEY, dict(tally)):
+    if _write(context, BATCH_TOTAL_KEY, total):
         _write(context, f"{BATCH}{number}", entry)
+
+
+def _conn(context: Context | Mapping[str, Any], conn_id: str | None = None) -> str | None:
+    """The connection the prediction was bought with: the operator's, or the hook's in a ``@task``."""
+    found = conn_id or getattr(context.get("task"), "eachlabs_conn_id", None)
+    return found if isinstance(found, str) else None
 
 
 def _bins(value: Any) -> dict[str, int]:

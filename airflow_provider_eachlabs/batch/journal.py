@@ -441,12 +441,17 @@ class SpendTally:
     cost: int = 0  # micro-USD
     # Predict times of the successes, by ``ledger.time_bin``: percentiles without a list per item.
     times: dict[str, int] = field(default_factory=dict)
+    # The predictions bought, in the order they were: the fills page finds in them what the API
+    # billed, and a ledger entry takes the ones after the previous entry's count.
+    ids: list[str] = field(default_factory=list)
 
     def count(self, before: ItemState | None, after: ItemState) -> None:
         from airflow_provider_eachlabs.ledger import micro_usd, time_bin
 
         if after.state == CREATED and (before is None or before.state != CREATED):
             self.bought += 1
+            if after.prediction_id:
+                self.ids.append(after.prediction_id)
         row = after.row or {}
         # Only the step from created to done ends a prediction: a re-read of a stored item, or a
         # refusal re-stating a failed one, names a prediction whose end was counted already.
@@ -470,6 +475,9 @@ class SpendTally:
             number = body.get(name)
             if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
                 setattr(tally, name, number)
+        ids = body.get("ids")
+        if isinstance(ids, list):
+            tally.ids = [i for i in ids if isinstance(i, str) and _id(i)]
         times = body.get("times")
         if isinstance(times, dict):
             tally.times = {

@@ -105,6 +105,8 @@ class EachlabsHook(BaseHook):
         self._also_redacted: set[str] = set()
         # The tags (dag_id, task_id) of the task this hook works for, on the metrics it emits (429s).
         self.metric_tags: dict[str, str] | None = None
+        # Predictions this hook bought for the task it runs in, and when: their ends go to its ledger.
+        self._ledgered: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"EachlabsHook(eachlabs_conn_id={self.eachlabs_conn_id!r})"
@@ -328,6 +330,30 @@ class EachlabsHook(BaseHook):
             self._settings = None
         return True, f"Connected to Eachlabs at {settings.host}"
 
+    # --- the spend ledger of a task that uses the hook itself -------------------------------------
+
+    def _ledger_purchase(self, prediction_id: str, model: str, how: str) -> None:
+        """Record a prediction bought from a task's own code (a ``@task`` using the hook) in that
+        task's spend ledger, as the operators record theirs; not for the provider's operators, which
+        record with more (the try, the re-run rule), nor outside a task."""
+        context = _task_context()
+        if context is None or getattr(context.get("task"), "records_its_purchases", False):
+            return
+        from airflow_provider_eachlabs import ledger
+
+        now = time.time()
+        ledger.record_bought(context, prediction_id, model, how, now, self.eachlabs_conn_id)
+        self._ledgered[prediction_id] = now
+
+    def _ledger_end(self, prediction: Prediction) -> None:
+        """The end of a prediction ``_ledger_purchase`` recorded, once, with the API's cost."""
+        bought_at = self._ledgered.pop(prediction.id, None)
+        context = _task_context() if bought_at is not None else None
+        if context is not None:
+            from airflow_provider_eachlabs import ledger
+
+            ledger.record_ended(context, prediction, bought_at, self.eachlabs_conn_id)
+
     # --- the API, one method per verb -----------------------------------------------------------
 
     def create_prediction(
@@ -377,6 +403,7 @@ class EachlabsHook(BaseHook):
         request = api.create_prediction_request(model, input, webhook_url, webhook_secret)
         prediction_id = self._call(request, api.read_created_prediction_id, rate_limits=retry_rate_limits)
         self.log.info("Created Eachlabs prediction %s for model %s", prediction_id, model)
+        self._ledger_purchase(prediction_id, model, "bought")
         return prediction_id
 
     def submit_prediction(
@@ -430,6 +457,7 @@ class EachlabsHook(BaseHook):
             )
             if found is not None:
                 self.log.info("Found prediction %s that the interrupted create made: using it", found)
+                self._ledger_purchase(found, model, "found")
                 return found
             self.log.warning("No prediction was made by the interrupted create: sending it again")
         raise AssertionError("the loop returns or raises")
@@ -786,6 +814,7 @@ class EachlabsHook(BaseHook):
             if step.note:
                 self.log.info(step.note)
             if step.done is not None:
+                self._ledger_end(step.done)
                 return step.done
             if step.timed_out:
                 waited = time.time() - started
@@ -907,6 +936,16 @@ class EachlabsHook(BaseHook):
             metric_tags=self.metric_tags,
         )
         return result
+
+
+def _task_context() -> Any:
+    """The running task's context, or None outside a task (the api-server, a script)."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return get_current_context()
+    except Exception:
+        return None
 
 
 def _unknown_prediction(prediction_id: str, error: EachlabsNotFoundError) -> EachlabsNotFoundError:

@@ -82,6 +82,8 @@ class EachlabsBatchOperator(BaseOperator):
         "fresh_prediction",
     )
     template_fields_renderers = {"items": "json", "defaults": "json"}
+    # This operator writes its own spend ledger entries (``ledger``); its hook must not add its own.
+    records_its_purchases = True
     operator_extra_links = (EachlabsPredictionLink(),)
     ui_color = "#e8f0fe"
     # The field an item's input names its output's image type in, checked on download (None: unchecked).

@@ -81,6 +81,8 @@ class EachlabsPredictionOperator(BaseOperator):
         "fresh_prediction",
     )
     template_fields_renderers = {"input": "json"}
+    # This operator writes its own spend ledger entries (``ledger``); its hook must not add its own.
+    records_its_purchases = True
     operator_extra_links = (EachlabsPredictionLink(),)
     ui_color = "#e8f0fe"
 
@@ -286,7 +288,9 @@ class EachlabsPredictionOperator(BaseOperator):
                 )
                 record.created(found, time.time())
                 record.save(context)
-                ledger.record_bought(context, found, self.model, ledger.HOW_FOUND)
+                ledger.record_bought(
+                    context, found, self.model, ledger.HOW_FOUND, conn_id=self.eachlabs_conn_id
+                )
                 reattached = self._reattach(found, record.started_at or time.time())
                 if reattached is not None:
                     self._announce(context, record, found, "found", "an earlier try bought it and died")
@@ -311,7 +315,9 @@ class EachlabsPredictionOperator(BaseOperator):
         )
         metrics.bought(metrics.task_tags(ti))
         record.created(prediction_id, time.time())
-        ledger.record_bought(context, prediction_id, self.model, ledger.HOW_BOUGHT, record.started_at)
+        ledger.record_bought(
+            context, prediction_id, self.model, ledger.HOW_BOUGHT, record.started_at, self.eachlabs_conn_id
+        )
         self._announce(context, record, prediction_id, how, why)
         return prediction_id, record.started_at or time.time(), None
 

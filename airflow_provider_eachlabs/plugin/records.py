@@ -349,6 +349,9 @@ class Overview:
     by_dag: dict[str, Figures]
     by_day: dict[date, Figures]
     dag_ids: list[str]
+    # What was bought with each Eachlabs connection ("" when the ledger does not say): the
+    # reconciliation compares it with the API's own history for that connection's key.
+    by_conn: dict[str, Figures] = field(default_factory=dict)
 
 
 def overview(
@@ -373,16 +376,19 @@ def overview(
     buckets = FOLD.select(wanted, since, until)
     by_dag: dict[str, list[Bucket]] = defaultdict(list)
     by_day: dict[date, list[Bucket]] = defaultdict(list)
-    for (name, day), bucket in buckets.items():
-        by_dag[name].append(bucket)
-        by_day[day].append(bucket)
+    by_conn: dict[str, list[Bucket]] = defaultdict(list)
+    for where, bucket in buckets.items():
+        by_dag[where.dag_id].append(bucket)
+        by_day[where.day].append(bucket)
+        by_conn[where.conn].append(bucket)
     rows = ledger_rows(session, wanted, since, until, status, limit)
     return Overview(
         rows=rows,
         total=spend_figures(buckets.values()),
         by_dag={name: spend_figures(group) for name, group in sorted(by_dag.items())},
         by_day={day: spend_figures(group) for day, group in sorted(by_day.items(), reverse=True)},
-        dag_ids=sorted({name for name, _ in FOLD.select(dag_ids)}),
+        dag_ids=sorted({where.dag_id for where in FOLD.select(dag_ids)}),
+        by_conn={name: spend_figures(group) for name, group in sorted(by_conn.items())},
     )
 
 

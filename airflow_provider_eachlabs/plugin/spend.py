@@ -4,9 +4,9 @@ Why a fold kept in the api-server and not a query per page: adding up a million 
 the database seconds (SQLite groups them by DAG and day in 2.3 s before reading any JSON), while the
 page must answer within one. Ledger rows are written once and never changed, so each row is read
 once: the first page after a start reads them all, every later page only the rows added since (by
-primary key, which grows with every write). Memory is one bucket per DAG and day, whatever the
-number of predictions. A row deleted under the fold (its DAG run deleted) is noticed by a count at
-most once a minute, and the fold is rebuilt.
+primary key, which grows with every write). Memory is one bucket per DAG, day and connection,
+whatever the number of predictions. A row deleted under the fold (its DAG run deleted) is noticed by
+a count at most once a minute, and the fold is rebuilt.
 
 Runs in the api-server only, on Airflow 3.3 and newer (task_state_store).
 """
@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_eachlabs.ledger import (
     BATCH,
@@ -42,6 +42,15 @@ STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 SETTLE_SECONDS = 2.0
 DELETION_CHECK_SECONDS = 60.0
 FETCH_ROWS = 10_000
+
+
+class BucketKey(NamedTuple):
+    """A bucket's DAG, day (UTC) and the Eachlabs connection its predictions were bought with ("" when
+    the entry does not say)."""
+
+    dag_id: str
+    day: date
+    conn: str
 
 
 @dataclass
@@ -124,7 +133,7 @@ class Fold:
     """The ledger folded into buckets, kept up to date by ``refresh``; one per api-server process."""
 
     def __init__(self) -> None:
-        self.buckets: dict[tuple[str, date], Bucket] = {}
+        self.buckets: dict[BucketKey, Bucket] = {}
         self.watermark = 0
         self.rows = 0
         self.checked_at = 0.0
@@ -150,13 +159,15 @@ class Fold:
         if not isinstance(value, Mapping):
             return
         written = _epoch(updated_at)
+        named = value.get("conn")
+        conn = named if isinstance(named, str) else ""
         if key.startswith(BOUGHT):
-            self._bucket(dag_id, _number(value.get("at")) or written).bought += 1
+            self._bucket(dag_id, _number(value.get("at")) or written, conn).bought += 1
         elif key.startswith(ENDED):
             status = value.get("status")
             if status not in STATUSES:
                 return
-            bucket = self._bucket(dag_id, _number(value.get("bought_at")) or written)
+            bucket = self._bucket(dag_id, _number(value.get("bought_at")) or written, conn)
             setattr(bucket, status, getattr(bucket, status) + 1)
             cost = value.get("cost")
             if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 0:
@@ -169,7 +180,7 @@ class Fold:
 
                 bucket.times[time_bin(seconds)] += 1
         elif key.startswith(BATCH):
-            bucket = self._bucket(dag_id, _number(value.get("at")) or written)
+            bucket = self._bucket(dag_id, _number(value.get("at")) or written, conn)
             for name in ("bought", SUCCEEDED, FAILED, CANCELLED, "cost"):
                 number = value.get(name)
                 if isinstance(number, int) and not isinstance(number, bool) and number > 0:
@@ -179,19 +190,21 @@ class Fold:
                 if str(name).lstrip("-").isdigit() and isinstance(number, int) and number > 0:
                     bucket.times[int(name)] += number
 
-    def _bucket(self, dag_id: str, at: float) -> Bucket:
+    def _bucket(self, dag_id: str, at: float, conn: str) -> Bucket:
         day = datetime.fromtimestamp(at, tz=timezone.utc).date()
-        return self.buckets.setdefault((dag_id, day), Bucket())
+        return self.buckets.setdefault(BucketKey(dag_id, day, conn), Bucket())
 
     def select(
         self, dag_ids: set[str], since: date | None = None, until: date | None = None
-    ) -> dict[tuple[str, date], Bucket]:
+    ) -> dict[BucketKey, Bucket]:
         """The buckets of the readable DAGs within the period (both ends included)."""
         with self._lock:
             return {
-                (dag, day): bucket
-                for (dag, day), bucket in self.buckets.items()
-                if dag in dag_ids and (since is None or day >= since) and (until is None or day <= until)
+                where: bucket
+                for where, bucket in self.buckets.items()
+                if where.dag_id in dag_ids
+                and (since is None or where.day >= since)
+                and (until is None or where.day <= until)
             }
 
 

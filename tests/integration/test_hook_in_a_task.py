@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import textwrap
 from collections.abc import Iterator
 from datetime import timedelta
@@ -77,6 +78,30 @@ def test_the_task_uploads_fills_waits_stores_and_returns_the_output_url(
     stored = tmp_path / "out" / f"{prediction_id}.png"
     assert stored.read_bytes() == hook.download(output_url).content
     assert Image.open(stored).size == Image.open(DATA / "scene.png").size
+    # The fill is in the task's spend ledger, with the cost the API billed, as an operator's would be.
+    entries = ledger_entries(run.run_id)
+    if entries is not None:  # Airflow 3.3 and newer
+        assert set(entries) == {
+            f"eachlabs_ledger/bought/{prediction_id}",
+            f"eachlabs_ledger/ended/{prediction_id}",
+        }
+        ended = entries[f"eachlabs_ledger/ended/{prediction_id}"]
+        billed = round(sim.predictions[prediction_id].cost * 1_000_000)
+        assert (ended["status"], ended["cost"], ended["conn"]) == ("succeeded", billed, "eachlabs_default")
+
+
+def ledger_entries(run_id: str) -> dict[str, Any] | None:
+    """The ``eachlabs_ledger/`` rows of the run's task_state_store, or None before Airflow 3.3."""
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel as Store
+    except ImportError:
+        return None
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(select(Store.key, Store.value).where(Store.run_id == run_id)).all()
+    return {key: json.loads(value) for key, value in rows if key.startswith("eachlabs_ledger/")}
 
 
 def test_a_text_file_fails_the_task_at_once_and_buys_nothing(sim: EachlabsSimulator, tmp_path: Path):
