@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_eachlabs import storage
+from airflow_provider_eachlabs.assets import announce_prediction
 from airflow_provider_eachlabs.exceptions import EachlabsError, EachlabsInputError, EachlabsStorageError
 from airflow_provider_eachlabs.results import OUTCOME_KEY, prediction_summary, report_success, success_outcome
 
@@ -47,7 +48,8 @@ def finished_result(
 ) -> dict[str, Any]:
     """A succeeded prediction's XCom result, its success reported once and its outputs stored.
 
-    The result is also left as ``eachlabs_outcome`` for the UI plugin's pages.
+    The result is also left as ``eachlabs_outcome`` for the UI plugin's pages, and named in the extra of
+    the task's outlet Asset events (``assets``).
     """
     report_success(context, prediction, log)
     result = prediction_summary(prediction)
@@ -60,6 +62,7 @@ def finished_result(
             )
         )
     context["ti"].xcom_push(key=OUTCOME_KEY, value=success_outcome(result))
+    announce_prediction(context, result, log=log)
     return result
 
 

@@ -412,7 +412,9 @@ class EachlabsBatchOperator(BaseOperator):
             raise
 
     def _finish(self, context: Context, config: BatchConfig, summary: dict[str, Any]) -> dict[str, Any]:
-        """Log the outcome, leave it for the UI, and fail when more items failed than allowed."""
+        """Log the outcome, leave it for the UI, fail when more items failed than allowed, and name the
+        batch in its outlet Asset events (``assets``)."""
+        from airflow_provider_eachlabs.assets import announce_batch
         from airflow_provider_eachlabs.batch.journal import Journal
         from airflow_provider_eachlabs.exceptions import EachlabsBatchError
         from airflow_provider_eachlabs.ledger import record_batch_try
@@ -442,6 +444,13 @@ class EachlabsBatchOperator(BaseOperator):
                 "redoes only the failed items.",
                 final=bool(summary["all_failures_final"]),
             )
+        announce_batch(
+            context,
+            summary,
+            model=config.model,
+            rows=lambda: _previous_rows(str(summary["results_path"]), self.log),
+            log=self.log,
+        )
         if summary["failed"] == 0:
             Journal(config.journal_path).remove()
         return summary

@@ -212,6 +212,10 @@ class EachlabsPredictionOperator(BaseOperator):
             )
         prediction_id, started_at, done = self._submit_or_reattach(context, record)
         if not self.wait_for_completion:
+            from airflow_provider_eachlabs.assets import announce_prediction
+
+            submitted = {"prediction_id": prediction_id, "model": self.model, "status": "submitted"}
+            announce_prediction(context, submitted, log=self.log)
             return prediction_id
         if done is not None:
             return self.finish(context, done)

@@ -141,3 +141,24 @@ def test_the_batch_operator_fills_the_manifest_in_one_task(dag_env: EachlabsSimu
         "product_3.png",
     ]  # the journal is gone once every item is stored
     assert dag_env.counters.creates == {"dag-key-42": 3}
+
+
+def test_the_asset_producer_names_its_fill_in_its_asset_events(dag_env: EachlabsSimulator, tmp_path: Path):
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    run = load_dag("example_asset_producer").test()
+    assert run.state == "success"
+    (result,) = xcoms(run, "nightly_fill")
+    stored = result["stored_path"]
+    assert stored == f"{tmp_path}/out/nightly/{result['prediction_id']}.png"
+    with create_session() as session:
+        events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run.run_id)).all()
+        extras = {event.asset.uri: event.extra for event in events}
+    expected = {"model": "flux-fill-pro", "prediction_id": result["prediction_id"], "stored_path": stored}
+    assert {k: extras["eachlabs_nightly_fills"][k] for k in expected} == expected
+    assert extras["eachlabs_nightly_fills"]["sha256"] == result["sha256"]
+    # The alias: the stored file is an Asset of its own.
+    assert extras[Path(stored).as_uri()]["prediction_id"] == result["prediction_id"]
+    assert dag_env.counters.creates == {"dag-key-42": 1}
