@@ -230,6 +230,14 @@ class EachlabsBatchError(EachlabsError):
         super().__init__(message)
 
 
+class EachlabsBudgetError(EachlabsError):
+    """A create that would take the task past its ``max_cost``: it was not sent. Final: every later try
+    counts what this one spent. The message says what was spent, on which predictions, and what the
+    next one would cost."""
+
+    final = True
+
+
 def show_value(value: Any) -> str:
     """A value as an error message shows it: its repr, shortened."""
     text = repr(value)

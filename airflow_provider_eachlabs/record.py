@@ -6,7 +6,9 @@ try died in between: look for the prediction before sending another), or created
 record is versioned and its key names never change, because a retry of a task started by an older
 release must still read it. Uploads are remembered by content hash under a second key, so a retry
 does not upload the same bytes again. Airflow 3.2 has no ``task_state_store``: the record is then
-empty and unsaved, and the operator says what that costs.
+empty and unsaved, and the operator says what that costs. A field a later release adds goes under a
+new key, read as empty when an older record lacks it (``spent_on``: what ``max_cost`` counts); the
+version changes only if an existing key's meaning ever does.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class TaskRecord:
     uploads: dict[str, str] = field(default_factory=dict)
     # Predictions whose success (and cost) a try has already logged.
     reported_ids: list[str] = field(default_factory=list)
+    # What each prediction bought by this task instance cost, as its end was counted (``results``):
+    # ``[id, micro-USD]``, the cost None when the API did not say. ``max_cost`` reads it (``budget``).
+    spent_on: list[list[Any]] = field(default_factory=list)
     # The input the last create sent (when small), so a re-attaching try can show what was asked.
     sent_input: dict[str, Any] | None = None
     # Each try's prediction, how the try got it (bought, re-used, found, refused) and why: the UI's
@@ -76,6 +81,7 @@ class TaskRecord:
         uploads = store.get(UPLOADS_KEY)
         finished = body.get("finished_ids")
         reported = body.get("reported_ids")
+        spent_on = body.get("spent_on")
         attempts = body.get("attempts")
         sent_input = body.get("sent_input")
         bought = body.get("bought")
@@ -86,6 +92,7 @@ class TaskRecord:
             finished_ids=[check_prediction_id(i) for i in finished] if isinstance(finished, list) else [],
             uploads={str(k): str(v) for k, v in uploads.items()} if isinstance(uploads, Mapping) else {},
             reported_ids=[check_prediction_id(i) for i in reported] if isinstance(reported, list) else [],
+            spent_on=_spent_on(spent_on),
             sent_input=dict(sent_input) if isinstance(sent_input, Mapping) else None,
             attempts=[dict(a) for a in attempts if isinstance(a, Mapping)]
             if isinstance(attempts, list)
@@ -102,6 +109,27 @@ class TaskRecord:
         self.sent_at, self.prediction_id, self.started_at = now, None, None
         self.sent_input = input
         self.bought = dict(bought or {})
+
+    @property
+    def spent(self) -> int:
+        """Micro-USD the ended predictions of this task instance cost, where the API said."""
+        return sum(cost for _, cost in self.spent_on if isinstance(cost, int))
+
+    def spend(self, prediction_id: str, cost: int | None) -> None:
+        """The end of a prediction this task instance bought, at its cost in micro-USD (None: unknown)."""
+        if all(entry[0] != prediction_id for entry in self.spent_on):
+            self.spent_on.append([prediction_id, cost])
+
+    def spent_so_far(self, price: int) -> tuple[int, list[str]]:
+        """Micro-USD spent by every try of this task instance, and on which predictions: ended ones at
+        their cost, the rest (an unknown cost, an end no try saw) at ``price``."""
+        ids = [str(entry[0]) for entry in self.spent_on]
+        total = sum(price if cost is None else int(cost) for _, cost in self.spent_on)
+        for bought in [*self.finished_ids, *([self.prediction_id] if self.prediction_id else [])]:
+            if bought not in ids:
+                ids.append(bought)
+                total += price
+        return total, ids
 
     def created(self, prediction_id: str, now: float) -> None:
         self.prediction_id, self.started_at = prediction_id, now
@@ -120,6 +148,8 @@ class TaskRecord:
         body: dict[str, Any] = {"version": RECORD_VERSION, "finished_ids": list(self.finished_ids)}
         if self.reported_ids:
             body["reported_ids"] = list(self.reported_ids)
+        if self.spent_on:
+            body["spent_on"] = [list(entry) for entry in self.spent_on]
         if self.sent_input is not None:
             body["sent_input"] = self.sent_input
         if self.attempts:
@@ -134,6 +164,20 @@ class TaskRecord:
         store.set(RECORD_KEY, body, retention=RETENTION)
         if self.uploads:
             store.set(UPLOADS_KEY, dict(self.uploads), retention=RETENTION)
+
+
+def _spent_on(value: object) -> list[list[Any]]:
+    """``[id, micro-USD or None]`` pairs, the malformed ones left out."""
+    if not isinstance(value, list):
+        return []
+    return [
+        [check_prediction_id(entry[0]), entry[1]]
+        for entry in value
+        if isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[0], str)
+        and (entry[1] is None or (type(entry[1]) is int and entry[1] >= 0))
+    ]
 
 
 def _number(value: object) -> float | None:

@@ -70,7 +70,7 @@ def report_success(context: Context, prediction: Prediction, log: Any) -> None:
     A try that re-attaches to a prediction an earlier try already reported (its store failed, say)
     says so instead, so that summing the costs in the logs or the metrics counts each prediction once.
     """
-    first = _first_report(context, prediction.id)
+    first = _first_report(context, prediction.id, prediction.metrics.get("cost"))
     if first is None:
         log.info("Prediction %s succeeded (its cost was reported by an earlier try)", prediction.id)
         return
@@ -88,7 +88,7 @@ def report_end(context: Context, prediction: Prediction) -> None:
     """Count a failed or cancelled prediction (and its cost) in the metrics and the spend ledger, once
     per prediction: the guard ``report_success`` uses, so a later try that refuses or re-reads it
     counts nothing."""
-    first = _first_report(context, prediction.id)
+    first = _first_report(context, prediction.id, prediction.metrics.get("cost"))
     if first is not None:
         _count_end(context, prediction, first)
 
@@ -124,22 +124,24 @@ def _count_end(context: Context, prediction: Prediction, first: _FirstReport) ->
         ledger.record_ended(context, prediction, first.bought_at)
 
 
-def _first_report(context: Context, prediction_id: str) -> _FirstReport | None:
+def _first_report(context: Context, prediction_id: str, cost: Any = None) -> _FirstReport | None:
     """None when a try of this task instance reported the end of ``prediction_id`` already; else it
     is marked reported (and saved) before the caller says anything: a try that dies between the two
-    leaves the end unreported rather than reported twice."""
+    leaves the end unreported rather than reported twice. A prediction the task instance bought is
+    counted with its ``cost`` (None: unknown) in the same save, for ``max_cost`` (``budget``)."""
+    from airflow_provider_eachlabs.ledger import micro_usd
     from airflow_provider_eachlabs.record import TaskRecord
 
     record = TaskRecord.load(context)
     if prediction_id in record.reported_ids:
         return None
     record.reported_ids.append(prediction_id)
-    record.save(context)
     current = prediction_id == record.prediction_id
-    return _FirstReport(
-        bought_here=current or prediction_id in record.finished_ids,
-        bought_at=record.started_at if current else None,
-    )
+    bought_here = current or prediction_id in record.finished_ids
+    if bought_here:
+        record.spend(prediction_id, micro_usd(cost))
+    record.save(context)
+    return _FirstReport(bought_here=bought_here, bought_at=record.started_at if current else None)
 
 
 def small_json(value: Any, limit: int) -> Any:

@@ -439,6 +439,9 @@ class SpendTally:
     failed: int = 0
     cancelled: int = 0
     cost: int = 0  # micro-USD
+    # Ended predictions whose cost the API did not say (their ``cost`` counted nothing): ``max_cost``
+    # counts them at the price.
+    uncosted: int = 0
     # Predict times of the successes, by ``ledger.time_bin``: percentiles without a list per item.
     times: dict[str, int] = field(default_factory=dict)
     # The predictions bought, in the order they were: the fills page finds in them what the API
@@ -459,10 +462,18 @@ class SpendTally:
             return
         status = _earlier_status(row)
         setattr(self, status, getattr(self, status) + 1)
-        self.cost += micro_usd(row.get("cost")) or 0
+        cost = micro_usd(row.get("cost"))
+        self.cost += cost or 0
+        self.uncosted += cost is None
         if status == "succeeded" and isinstance(row.get("predict_time"), _NUMBER):
             name = str(time_bin(float(row["predict_time"])))
             self.times[name] = self.times.get(name, 0) + 1
+
+    def committed(self, price: int) -> int:
+        """Micro-USD the journal's predictions cost, for ``max_cost``: ended ones at their cost (an
+        unknown one at ``price``), those bought and not ended (in flight) at ``price``."""
+        ended = self.succeeded + self.failed + self.cancelled
+        return self.cost + price * (self.uncosted + max(0, self.bought - ended))
 
     @classmethod
     def read(cls, value: Any) -> SpendTally:
@@ -471,7 +482,7 @@ class SpendTally:
         tally = cls()
         if isinstance(body.get("journal"), str):
             tally.journal = body["journal"][:64]
-        for name in ("bought", "succeeded", "failed", "cancelled", "cost"):
+        for name in ("bought", "succeeded", "failed", "cancelled", "cost", "uncosted"):
             number = body.get(name)
             if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
                 setattr(tally, name, number)

@@ -37,9 +37,11 @@ from airflow_provider_eachlabs.batch.journal import (
 )
 from airflow_provider_eachlabs.batch.pacer import Pacer
 from airflow_provider_eachlabs.batch.schedule import LearnedSchedule
+from airflow_provider_eachlabs.budget import Budget, to_micro
 from airflow_provider_eachlabs.exceptions import (
     EachlabsAuthError,
     EachlabsBatchError,
+    EachlabsBudgetError,
     EachlabsConfigError,
     EachlabsError,
     EachlabsNotFoundError,
@@ -119,6 +121,9 @@ class BatchConfig:
     fresh: bool = False
     try_number: int | None = None
     max_tries: int | None = None
+    # ``max_cost`` and the price of one prediction, in USD (``budget``); None: no budget.
+    max_cost: float | None = None
+    price: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,6 +184,8 @@ class BatchRunner:
         # Ends of predictions to count in the metrics once the journal that records them is written:
         # a batch resumed from its journal (a triggerer restart, a retry) then never counts one twice.
         self._ends: list[Callable[[], None]] = []
+        # Creates sent whose prediction the journal does not hold yet: ``max_cost`` counts them.
+        self._creating = 0
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -198,6 +205,15 @@ class BatchRunner:
             self._executor.shutdown(wait=False, cancel_futures=True)
             if self._plan_handle is not None:
                 self._plan_handle.close()
+        if isinstance(self._stopping, EachlabsBudgetError):  # the task fails once its ledger is written
+            left = self.config.total_items - len(self.rows()) if self.config.total_items is not None else None
+            not_started = f"{left} items not started" if left is not None else "the rest not started"
+            return {
+                **self.summary(),
+                "budget_stop": f"{self._stopping}; the batch stopped creating ({not_started}) and finished "
+                f"what was in flight: see {self.config.results_path}. A clear with a higher max_cost "
+                "buys the rest, re-using what was bought.",
+            }
         if self._stopping is not None:
             raise self._stopping
         return self.summary()
@@ -261,29 +277,7 @@ class BatchRunner:
     def _earlier(self, item: ItemState) -> Earlier | None:
         """What an earlier try bought for the item and how it stands, as the journal says (the API is
         asked again: a kept item is re-read, a re-attached one watched); None when nothing was."""
-        rejected = None
-        row = item.row or {}
-        if item.state == SENDING:
-            prediction_id, status = LOST_CREATE, "sent"
-        elif item.state == CREATED and item.prediction_id:
-            prediction_id, status = item.prediction_id, "running"
-        elif item.state == QUEUED and item.prediction_id:
-            prediction_id, status = item.prediction_id, "failed"  # queued again after its failure
-        elif item.state == DONE and row.get("prediction_id"):
-            prediction_id, status = str(row["prediction_id"]), _earlier_status(row)
-        else:
-            return None
-        if status == "failed" and row.get("final"):
-            rejected = rejection(row.get("error_code"), str(row.get("error_code")))
-        return Earlier(
-            prediction_id=prediction_id,
-            try_number=item.try_number,
-            key=item.input_key,
-            digests=item.digests,
-            status=status,
-            rejected=rejected,
-            bought_fresh_this_run=fresh_this_run(item.fresh, item.max_tries, self.config.max_tries),
-        )
+        return earlier_purchase(item, self.config.max_tries)
 
     def _reuse(self, key: str, item: ItemState, now: float) -> None:
         row = item.row or {}
@@ -416,11 +410,35 @@ class BatchRunner:
         while self._stopping is None:
             if not self.queue and not self._plan_done:
                 await self._read_plan()
-            if not self.queue or self.pacer.delay(now) != 0.0:
+            if not self.queue or self.pacer.delay(now) != 0.0 or not self._within_budget():
                 return
             key, input_, look_first = self.queue.popleft()
             self.pacer.sending()
-            self._spawn(self._create(key, input_, look_first))
+            self._creating += 1
+            self._spawn(self._counted_create(key, input_, look_first))
+
+    def _within_budget(self) -> bool:
+        """Whether one more create fits in ``max_cost``: what the journal's predictions cost over every
+        try (in flight at the price) plus the creates under way, plus this one. When it does not,
+        the batch stops creating; what is in flight ends, and the task fails with the figures."""
+        if self.config.max_cost is None or self.config.price is None:
+            return True
+        price = to_micro(self.config.price)
+        tally = self.journal.state.spend
+        spent = tally.committed(price) + self._creating * price
+        budget = Budget(to_micro(self.config.max_cost), price, spent)
+        if budget.can_buy(1):
+            return True
+        flying = len(self.watches) + self._creating
+        self._stopping = EachlabsBudgetError(budget.refusal(tally.ids, in_flight=flying))
+        self.log.error("Stopping the batch: %s", self._stopping)
+        return False
+
+    async def _counted_create(self, key: str, input_: dict[str, Any], look_first: float | None) -> None:
+        try:
+            await self._create(key, input_, look_first)
+        finally:
+            self._creating -= 1
 
     async def _read_plan(self) -> None:
         """The next items of the plan to buy: new ones, and those ``_resume`` left to buy anew, each
@@ -818,6 +836,46 @@ def summarize(
         "first_failures": [{"key": row["key"], "error": row.get("error")} for row in failed[:5]],
         "all_failures_final": bool(failed) and all(row.get("final") for row in failed),
     }
+
+
+def earlier_purchase(item: ItemState, max_tries: int | None) -> Earlier | None:
+    """What an earlier try bought for the item and how it stands, as the journal says (the API is
+    asked again: a kept item is re-read, a re-attached one watched); None when nothing was."""
+    rejected = None
+    row = item.row or {}
+    if item.state == SENDING:
+        prediction_id, status = LOST_CREATE, "sent"
+    elif item.state == CREATED and item.prediction_id:
+        prediction_id, status = item.prediction_id, "running"
+    elif item.state == QUEUED and item.prediction_id:
+        prediction_id, status = item.prediction_id, "failed"  # queued again after its failure
+    elif item.state == DONE and row.get("prediction_id"):
+        prediction_id, status = str(row["prediction_id"]), _earlier_status(row)
+    else:
+        return None
+    if status == "failed" and row.get("final"):
+        rejected = rejection(row.get("error_code"), str(row.get("error_code")))
+    return Earlier(
+        prediction_id=prediction_id,
+        try_number=item.try_number,
+        key=item.input_key,
+        digests=item.digests,
+        status=status,
+        rejected=rejected,
+        bought_fresh_this_run=fresh_this_run(item.fresh, item.max_tries, max_tries),
+    )
+
+
+def would_buy(item: ItemState | None, current: str, fresh: bool, max_tries: int | None) -> bool:
+    """Whether the batch buys an item whose input has the key ``current`` anew, given what the journal
+    holds for it: ``BatchRunner._resume``'s rule, for the estimate ``max_cost`` is checked against
+    before anything is bought. A create an earlier try lost counts as bought (it may be sent again)."""
+    if item is None or item.state == SENDING or (item.input_key is not None and item.input_key != current):
+        return True
+    earlier = earlier_purchase(item, max_tries)
+    if earlier is None:
+        return True
+    return decide(earlier, current, item.digests or {}, fresh=fresh).choice is Choice.BUY
 
 
 def _earlier_status(row: dict[str, Any]) -> str:

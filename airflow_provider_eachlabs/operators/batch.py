@@ -69,6 +69,13 @@ class EachlabsBatchOperator(BaseOperator):
         unchanged item (storing its output again if the file is gone), refuses an unchanged item
         already rejected, and buys only the changed items (see README, "Re-running a fill").
         Templated; a rendered ``"True"``, ``"true"`` or ``"1"`` is True.
+    :param max_cost: the most this task instance's batch may spend, in USD, over every try (README,
+        "Budget"): the batch logs its estimate before buying and refuses to start when it exceeds
+        this, and it never sends a create that would take what it spent (in flight at the price) past
+        it: it stops creating, finishes what is in flight and fails, final. None (default): no limit.
+        Templated.
+    :param cost_per_prediction: the price of one prediction in USD, which ``max_cost`` needs: the API
+        publishes no price per model. Ended predictions count at the cost the API reports. Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -80,6 +87,8 @@ class EachlabsBatchOperator(BaseOperator):
         "eachlabs_conn_id",
         "results_path",
         "fresh_prediction",
+        "max_cost",
+        "cost_per_prediction",
     )
     template_fields_renderers = {"items": "json", "defaults": "json"}
     # This operator writes its own spend ledger entries (``ledger``); its hook must not add its own.
@@ -110,6 +119,8 @@ class EachlabsBatchOperator(BaseOperator):
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         retry_unknown_failures: bool = True,
         fresh_prediction: bool | str = False,
+        max_cost: float | str | None = None,
+        cost_per_prediction: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -140,6 +151,11 @@ class EachlabsBatchOperator(BaseOperator):
         self.max_output_bytes = max_output_bytes
         self.retry_unknown_failures = retry_unknown_failures
         self.fresh_prediction = fresh_prediction
+        from airflow_provider_eachlabs.budget import check_given
+
+        check_given(max_cost=max_cost, cost_per_prediction=cost_per_prediction)
+        self.max_cost = max_cost
+        self.cost_per_prediction = cost_per_prediction
         self._runner: BatchRunner | None = None
         self._schema: dict[str, Any] | None = None
 
@@ -225,9 +241,12 @@ class EachlabsBatchOperator(BaseOperator):
         never sends an earlier try's input instead of the current one. When the journal is gone (a
         try succeeded), the results manifest it left stands in for it."""
         from airflow_provider_eachlabs.batch.journal import DONE, PLAN_NAME, Journal
+        from airflow_provider_eachlabs.batch.runner import would_buy
+        from airflow_provider_eachlabs.budget import budget_terms
         from airflow_provider_eachlabs.outputs import check_output_locations
-        from airflow_provider_eachlabs.reruns import input_digests, input_key
+        from airflow_provider_eachlabs.reruns import fresh_requested, input_digests, input_key
 
+        terms = budget_terms(self.max_cost, self.cost_per_prediction)
         check_output_locations({"output_path": self._folder}, None)
         journal = Journal(self._journal_path(context))
         self.start_checks()
@@ -243,6 +262,12 @@ class EachlabsBatchOperator(BaseOperator):
                     self._results_file,
                 )
         journal.name_spend()
+        valid = sum(key not in invalid for key in keys)
+        to_buy, fresh = 0, fresh_requested(self.fresh_prediction)
+        max_tries = _count(getattr(context["ti"], "max_tries", None))
+        if terms is not None and not journal.state.items:  # nothing bought before: every valid item is
+            self._check_estimate(journal, terms, valid, valid)  # checked before anything is uploaded
+            terms = None
         uploads = _JournalledUploads(journal)
         planned: set[str] = set()
         with journal.folder.writing(PLAN_NAME) as plan:
@@ -266,7 +291,12 @@ class EachlabsBatchOperator(BaseOperator):
                     "digests": digests,
                 }
                 plan.write(_json_line(entry))
+                to_buy += terms is not None and would_buy(
+                    journal.state.items.get(item.key), str(entry["input_key"]), fresh, max_tries
+                )
         journal.flush()
+        if terms is not None:
+            self._check_estimate(journal, terms, to_buy, valid)
         self._announce(context, total)
         self.log.info(
             "Batch of %d items: %d valid, %d invalid; each valid item's input is compared with what "
@@ -278,6 +308,27 @@ class EachlabsBatchOperator(BaseOperator):
             self.creates_per_minute,
         )
         return self._config(context, total_items=total)
+
+    def _check_estimate(self, journal: Journal, terms: tuple[float, float], count: int, valid: int) -> None:
+        """Log what the items to buy cost at the price, beside ``max_cost`` and what earlier tries of
+        the batch spent; refuse the batch, final and before any create, when it exceeds ``max_cost``."""
+        from airflow_provider_eachlabs.budget import Budget, to_micro
+        from airflow_provider_eachlabs.exceptions import EachlabsBudgetError
+
+        price = to_micro(terms[1])
+        budget = Budget(to_micro(terms[0]), price, journal.state.spend.committed(price))
+        which = (
+            f"every valid item: {valid}"
+            if count == valid
+            else f"the items to buy: {valid - count} of the {valid} valid items re-use what earlier "
+            "tries bought"
+        )
+        if not budget.can_buy(count):
+            raise EachlabsBudgetError(
+                f"The batch's estimate exceeds max_cost, so nothing was bought: {budget.estimate(count)} "
+                f"({which}). Raise max_cost, or buy fewer items."
+            )
+        self.log.info("Budget: %s (%s)", budget.estimate(count), which)
 
     def _announce(self, context: Context, total: int) -> None:
         """What the UI needs to follow the batch before its first create: where its results go."""
@@ -376,7 +427,14 @@ class EachlabsBatchOperator(BaseOperator):
             fresh=fresh_requested(self.fresh_prediction),
             try_number=_count(getattr(ti, "try_number", None)),
             max_tries=_count(getattr(ti, "max_tries", None)),
+            **self._budget_config(),
         )
+
+    def _budget_config(self) -> dict[str, float]:
+        from airflow_provider_eachlabs.budget import budget_terms
+
+        terms = budget_terms(self.max_cost, self.cost_per_prediction)
+        return {"max_cost": terms[0], "price": terms[1]} if terms is not None else {}
 
     def _deadline(self, context: Context) -> float | None:
         """``timeout`` from the task's start, and a little before ``execution_timeout``, which Airflow
@@ -421,7 +479,8 @@ class EachlabsBatchOperator(BaseOperator):
         from airflow_provider_eachlabs.results import OUTCOME_KEY, batch_outcome
 
         record_batch_try(context, summary.pop("spend_tally", None) or {})
-        ok = summary["failed"] <= self.max_failed
+        budget_stop = summary.pop("budget_stop", None)  # max_cost stopped the creates (``batch.runner``)
+        ok = summary["failed"] <= self.max_failed and not budget_stop
         context["ti"].xcom_push(key=OUTCOME_KEY, value=batch_outcome(summary, model=config.model, ok=ok))
 
         self.log.info(
@@ -436,6 +495,10 @@ class EachlabsBatchOperator(BaseOperator):
             summary["p95_predict_time"],
             summary["results_path"],
         )
+        if budget_stop:
+            from airflow_provider_eachlabs.exceptions import EachlabsBudgetError
+
+            raise EachlabsBudgetError(str(budget_stop))
         if not ok:
             shown = "; ".join(f"{f['key']}: {f['error']}" for f in summary["first_failures"])
             raise EachlabsBatchError(

@@ -58,6 +58,8 @@ class FluxFillOperator(EachlabsPredictionOperator):
         "output_name",
         "preview_path",
         "fresh_prediction",
+        "max_cost",
+        "cost_per_prediction",
     )
 
     def __init__(

@@ -68,6 +68,11 @@ class EachlabsPredictionOperator(BaseOperator):
         that bought it re-use it. Without it, a retry or a clear re-uses a running or succeeded
         prediction of an unchanged input, refuses an input already rejected, and buys a changed
         input anew (see README, "Re-running a fill"). Templated (``"{{ params.fresh }}"``).
+    :param max_cost: the most this task instance may spend, in USD, over every prediction of every try
+        (README, "Budget"): a create that would take it past this is not sent, and the task fails,
+        final, saying what was spent and on what. None (default): no limit. Templated.
+    :param cost_per_prediction: the price of one prediction in USD, which ``max_cost`` needs: the API
+        publishes no price per model. Ended predictions count at the cost the API reports. Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -79,6 +84,8 @@ class EachlabsPredictionOperator(BaseOperator):
         "output_name",
         "eachlabs_conn_id",
         "fresh_prediction",
+        "max_cost",
+        "cost_per_prediction",
     )
     template_fields_renderers = {"input": "json"}
     # This operator writes its own spend ledger entries (``ledger``); its hook must not add its own.
@@ -103,6 +110,8 @@ class EachlabsPredictionOperator(BaseOperator):
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         retry_unknown_failures: bool = True,
         fresh_prediction: bool | str = False,
+        max_cost: float | str | None = None,
+        cost_per_prediction: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +138,11 @@ class EachlabsPredictionOperator(BaseOperator):
         self.max_output_bytes = max_output_bytes
         self.retry_unknown_failures = retry_unknown_failures
         self.fresh_prediction = fresh_prediction
+        from airflow_provider_eachlabs.budget import check_given
+
+        check_given(max_cost=max_cost, cost_per_prediction=cost_per_prediction)
+        self.max_cost = max_cost
+        self.cost_per_prediction = cost_per_prediction
         self.prediction_id: str | None = None
         # Files fetched during this try, by URL: the output is stored and previewed from one download.
         self._fetched: dict[str, bytes] = {}
@@ -243,6 +257,40 @@ class EachlabsPredictionOperator(BaseOperator):
             mask_secret(str(self.webhook_secret))
             self.hook.redact_also(str(self.webhook_secret))
 
+    def _budget_terms(self, record: TaskRecord) -> tuple[float, float] | None:
+        """``max_cost`` and the price it counts with, checked before anything is done; None without a
+        budget. Without a price the task fails at once: the API publishes none (``budget``)."""
+        from airflow_provider_eachlabs.budget import budget_terms
+
+        terms = budget_terms(self.max_cost, self.cost_per_prediction)
+        if terms is not None and not record.stored:
+            self.log.warning(
+                "max_cost covers this try only: without task_state_store (Airflow older than 3.3) a try "
+                "cannot know what earlier tries of this task spent"
+            )
+        return terms
+
+    def _check_budget(self, record: TaskRecord, terms: tuple[float, float] | None) -> None:
+        """Send the create only when it fits in what is left of ``max_cost``, counting every try's
+        predictions (``TaskRecord.spent_so_far``); else fail, final, saying what was spent on what."""
+        if terms is None:
+            return
+        from airflow_provider_eachlabs.budget import Budget, to_micro, usd
+        from airflow_provider_eachlabs.exceptions import EachlabsBudgetError
+
+        price = to_micro(terms[1])
+        spent, ids = record.spent_so_far(price)
+        budget = Budget(to_micro(terms[0]), price, spent)
+        if not budget.can_buy(1):
+            raise EachlabsBudgetError(f"{budget.refusal(ids)}: it was not sent (raise max_cost to buy it)")
+        self.log.info(
+            "Budget: %s of max_cost %s spent on %d predictions; this one costs %s",
+            usd(spent),
+            usd(budget.max_cost),
+            len(ids),
+            usd(price),
+        )
+
     def _submit_or_reattach(
         self, context: Context, record: TaskRecord
     ) -> tuple[str, float, Prediction | None]:
@@ -259,6 +307,7 @@ class EachlabsPredictionOperator(BaseOperator):
         from airflow_provider_eachlabs.reruns import Choice, decide, fresh_requested, input_digests, input_key
         from airflow_provider_eachlabs.results import INPUT_XCOM_MAX_BYTES, small_json
 
+        budget = self._budget_terms(record)
         input_ = self.build_input(context, record)
         files = {url: digest for digest, url in record.uploads.items()}
         digests = input_digests(input_, files)
@@ -307,6 +356,7 @@ class EachlabsPredictionOperator(BaseOperator):
             "max_tries": getattr(ti, "max_tries", None),
             "fresh": fresh,
         }
+        self._check_budget(record, budget)
         record.sending(time.time(), small_json(input_, INPUT_XCOM_MAX_BYTES), bought)
         record.save(context)
         prediction_id = self.hook.submit_prediction(

@@ -1,0 +1,44 @@
+"""``max_cost`` in a real Airflow: a batch whose estimate exceeds its budget buys nothing, and its task
+fails at once (final: the two retries it has are not used), saying why in its log.
+"""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import AirflowStack, wait_for
+
+DAG_ID = "eachlabs_budget_batch"
+TASK_ID = "fill_items"
+
+
+def creates(stack: AirflowStack) -> int:
+    return sum(stack.fast_sim.counters.creates.values())
+
+
+def test_a_batch_whose_estimate_exceeds_max_cost_buys_nothing_and_fails_saying_why(
+    dags_ready: AirflowStack,
+) -> None:
+    stack = dags_ready
+    stack.use_simulator(stack.fast_sim)
+    wait_for(
+        "the budget DAG to be parsed",
+        lambda: any(d["dag_id"] == DAG_ID for d in stack.api.get("/dags", params={"limit": 100})["dags"]),
+        timeout=120,
+        interval=1,
+    )
+    before, uploads = creates(stack), stack.fast_sim.counters.uploads
+
+    run_id = stack.api.trigger(DAG_ID)
+    state = stack.api.wait_run(DAG_ID, run_id, 180)
+    (ti,) = stack.api.task_instances(DAG_ID, run_id)
+    log = stack.api.log(DAG_ID, run_id, TASK_ID, ti["try_number"])
+    assert state == "failed", f"{ti}\n{log}\n{stack.logs()}"
+    assert (ti["state"], ti["try_number"]) == ("failed", 1), ti  # final: no retry
+    assert creates(stack) == before and stack.fast_sim.counters.uploads == uploads
+    message = (
+        "The batch's estimate exceeds max_cost, so nothing was bought: 40 items \u00d7 $0.05 = $2.00, "
+        "budget $1.00 (every valid item: 40). Raise max_cost, or buy fewer items."
+    )
+    assert message in log, log
+    outcome = stack.api.xcom(DAG_ID, run_id, TASK_ID, "eachlabs_outcome")
+    assert (outcome["error_class"], outcome["final"]) == ("EachlabsBudgetError", True), outcome
+    assert outcome["error_message"] == message
