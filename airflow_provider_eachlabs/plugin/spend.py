@@ -4,9 +4,10 @@ Why a fold kept in the api-server and not a query per page: adding up a million 
 the database seconds (SQLite groups them by DAG and day in 2.3 s before reading any JSON), while the
 page must answer within one. Ledger rows are written once and never changed, so each row is read
 once: the first page after a start reads them all, every later page only the rows added since (by
-primary key, which grows with every write). Memory is one bucket per DAG, day and connection,
-whatever the number of predictions. A row deleted under the fold (its DAG run deleted) is noticed by
-a count at most once a minute, and the fold is rebuilt.
+primary key, which grows with every write; the ids of the last few seconds are read again, so a
+row that committed late is not missed, and each is folded once). Memory is one bucket per DAG, day
+and connection, whatever the number of predictions. A row deleted under the fold (its DAG run
+deleted) is noticed by a count at most once a minute, and the fold is rebuilt.
 
 Runs in the api-server only, on Airflow 3.3 and newer (task_state_store).
 """
@@ -37,9 +38,10 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 STATUSES = (SUCCEEDED, FAILED, CANCELLED)
-# A row is folded once it is this old: a transaction that took an id and commits later than a row
-# with a higher id is a matter of milliseconds, and a fold that skipped it would never read it.
-SETTLE_SECONDS = 2.0
+# Rows are folded as soon as they are seen, but ids are read again from the last one folded this
+# long ago: a transaction that took an id and commits after a row with a higher id was read is a
+# matter of milliseconds, and a fold that moved past it would never read it.
+SETTLE_SECONDS = 5.0
 DELETION_CHECK_SECONDS = 60.0
 FETCH_ROWS = 10_000
 
@@ -133,23 +135,36 @@ class Fold:
     """The ledger folded into buckets, kept up to date by ``refresh``; one per api-server process."""
 
     def __init__(self) -> None:
-        self.buckets: dict[BucketKey, Bucket] = {}
-        self.watermark = 0
-        self.rows = 0
-        self.checked_at = 0.0
         self._lock = threading.Lock()
+        self.checked_at = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.buckets: dict[BucketKey, Bucket] = {}
+        self.watermark = 0  # the highest id folded
+        self.settled = 0  # every id up to this one was folded, or will never be written
+        self.recent: dict[int, float] = {}  # ids folded above ``settled``, and when
+        self.rows = 0
 
     def refresh(self, session: Session) -> None:
         """Fold the rows written since the last refresh (all of them, the first time)."""
         with self._lock:
-            if time.monotonic() - self.checked_at > DELETION_CHECK_SECONDS:
-                self.checked_at = time.monotonic()
+            now = time.monotonic()
+            if now - self.checked_at > DELETION_CHECK_SECONDS:
+                self.checked_at = now
                 if self.rows and _count_up_to(session, self.watermark) != self.rows:
-                    self.buckets, self.watermark, self.rows = {}, 0, 0
-            for row in _rows_after(session, self.watermark):
+                    self._reset()
+            for row in _rows_after(session, self.settled):
+                if row[0] in self.recent:
+                    continue
+                self.recent[row[0]] = now
                 self.watermark = max(self.watermark, row[0])
                 self.rows += 1
                 self._fold(*row[1:])
+            old = [ident for ident, seen in self.recent.items() if now - seen >= SETTLE_SECONDS]
+            if old:
+                self.settled = max(self.settled, *old)
+                self.recent = {i: seen for i, seen in self.recent.items() if i > self.settled}
 
     def _fold(self, dag_id: str, key: str, raw: Any, updated_at: datetime | None) -> None:
         try:
@@ -212,17 +227,12 @@ FOLD = Fold()
 
 
 def _rows_after(session: Session, watermark: int) -> Iterable[tuple[int, str, str, Any, datetime | None]]:
-    from datetime import timedelta
-
     from airflow.models.task_state_store import TaskStateStoreModel as Store
     from sqlalchemy import select
 
-    settled = datetime.now(timezone.utc) - timedelta(seconds=SETTLE_SECONDS)
     query = (
         select(Store.id, Store.dag_id, Store.key, Store.value, Store.updated_at)
-        .where(
-            Store.id > watermark, Store.key.startswith(PREFIX, autoescape=True), Store.updated_at < settled
-        )
+        .where(Store.id > watermark, Store.key.startswith(PREFIX, autoescape=True))
         .order_by(Store.id)
         .execution_options(yield_per=FETCH_ROWS)
     )

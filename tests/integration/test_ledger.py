@@ -5,7 +5,6 @@ of Airflow's own ``task_state_store`` model)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -134,7 +133,10 @@ def write(session: Any, dag_id: str, run: int, key: str, value: dict[str, Any], 
 DAY = datetime(2026, 12, 1, 9, tzinfo=timezone.utc).timestamp()
 
 
-def test_the_fold_adds_up_purchases_ends_and_batch_tries_and_reads_each_row_once(table: Any) -> None:
+def test_the_fold_adds_up_purchases_ends_and_batch_tries_and_reads_each_row_once(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_eachlabs.plugin import spend
     from airflow_provider_eachlabs.plugin.spend import Fold, figures
 
     fold = Fold()
@@ -157,26 +159,26 @@ def test_the_fold_adds_up_purchases_ends_and_batch_tries_and_reads_each_row_once
         {"at": DAY, "bought": 40, "succeeded": 38, "failed": 2, "cost": 2_000_000, "times": {"8": 38}},
     )
     write(table, "nightly", 1, "eachlabs_prediction", {"id": "p1"})  # the task's record: not money
-    write(table, "nightly", 5, ledger.BOUGHT + "p5", {"at": DAY}, age=0.0)  # not settled yet
+    write(table, "nightly", 5, ledger.BOUGHT + "p5", {"at": DAY}, age=0.0)  # just written
     fold.refresh(table)
     every = figures(fold.select({"nightly", "batch"}).values())
-    assert (every.bought, every.succeeded, every.failed, every.open) == (43, 39, 3, 1)
+    assert (every.bought, every.succeeded, every.failed, every.open) == (44, 39, 3, 2)
     assert every.spend == pytest.approx(2.10)
     nightly = figures(fold.select({"nightly"}).values())
-    assert (nightly.bought, nightly.open, nightly.spend) == (3, 1, pytest.approx(0.10))
-    one_day = figures(
-        fold.select(
-            {"nightly"},
-            since=datetime.fromtimestamp(DAY, timezone.utc).date(),
-            until=datetime.fromtimestamp(DAY, timezone.utc).date(),
-        ).values()
-    )
-    assert (one_day.bought, one_day.open) == (2, 0)
-    # Only what is new is read: a later refresh sees p5 once it settled, and counts nothing twice.
-    time.sleep(2.1)
+    assert (nightly.bought, nightly.open, nightly.spend) == (4, 2, pytest.approx(0.10))
+    day = datetime.fromtimestamp(DAY, timezone.utc).date()
+    one_day = figures(fold.select({"nightly"}, since=day, until=day).values())
+    assert (one_day.bought, one_day.open) == (3, 1)
+    # Each row is folded once: refreshes read the recent ids again (a row committed late is not
+    # missed) and count none of them twice, before and after they settle.
+    fold.refresh(table)
+    monkeypatch.setattr(spend, "SETTLE_SECONDS", 0.0)
+    fold.refresh(table)
+    write(table, "nightly", 6, ledger.BOUGHT + "p6", {"at": DAY})
     fold.refresh(table)
     fold.refresh(table)
-    assert figures(fold.select({"nightly"}).values()).bought == 4
+    assert figures(fold.select({"nightly"}).values()).bought == 5
+    assert fold.recent == {} and fold.settled == fold.watermark
 
 
 def test_the_fold_starts_again_when_rows_it_counted_were_deleted(
