@@ -42,11 +42,21 @@ from airflow_provider_eachlabs.plugin.images import (
     unrecorded,
 )
 from airflow_provider_eachlabs.plugin.live import live_status
-from airflow_provider_eachlabs.plugin.records import Row, TaskView, overview, task_view
+from airflow_provider_eachlabs.plugin.records import (
+    Row,
+    TaskView,
+    has_ledger,
+    overview,
+    reconciliation,
+    task_view,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 NOTHING = "\u2013"  # an en dash, where a figure is not known
 OVERVIEW_ROWS = 200
+# How long the fills page waits for the API's history before it answers (the listing goes on, and
+# the next view within a minute shows it).
+RECONCILE_WAIT = 0.5
 OK_STATUSES = frozenset({"success", "succeeded"})
 BAD_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "timeout"})
 
@@ -98,9 +108,11 @@ def create_app() -> FastAPI:
         map_index: str | None = None,
     ) -> HTMLResponse:
         view = view_or_404(session, dag_id, run_id, task_id, map_index)
-        base = f"{request.scope.get('root_path', '')}/ti/{_path(dag_id, run_id, task_id)}"
-        nonce = request.state.nonce
-        return HTMLResponse(render_task_page(env, view, base, nonce), headers={"Cache-Control": "no-store"})
+        root = request.scope.get("root_path", "")
+        base = f"{root}/ti/{_path(dag_id, run_id, task_id)}"
+        ui_base = root[: -len("/eachlabs")] if root.endswith("/eachlabs") else ""
+        page = render_task_page(env, view, base, request.state.nonce, ui_base)
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     @app.get("/ti/{dag_id}/{run_id}/{task_id}/status", dependencies=can_read_task)
     def task_status(
@@ -166,6 +178,11 @@ def create_app() -> FastAPI:
             "status": status or None,
         }
         found = overview(session, readable, limit=OVERVIEW_ROWS, **filters)
+        reconciled = (
+            reconciliation(session, filters["since"], filters["until"], wait=RECONCILE_WAIT)
+            if has_ledger() and _reads_every_dag(session, readable)
+            else None
+        )
         root = request.scope.get("root_path", "")
         ui_base = root[: -len("/eachlabs")] if root.endswith("/eachlabs") else ""
 
@@ -179,6 +196,7 @@ def create_app() -> FastAPI:
         page = env.get_template("overview.html").render(
             nonce=request.state.nonce,
             overview=found,
+            reconciled=reconciled,
             filters=filters,
             limit=OVERVIEW_ROWS,
             thumb_url=thumb_url,
@@ -189,7 +207,16 @@ def create_app() -> FastAPI:
     return app
 
 
-def render_task_page(env: Environment, view: TaskView, base: str, nonce: str) -> str:
+def _reads_every_dag(session: Any, readable: set[str]) -> bool:
+    """Whether the user may read every DAG: the API's history of a key covers all the DAGs that use
+    it, so only such a user is shown it (another team's predictions are not this user's to see)."""
+    from airflow.models.dag import DagModel
+    from sqlalchemy import select
+
+    return set(session.scalars(select(DagModel.dag_id))) <= readable
+
+
+def render_task_page(env: Environment, view: TaskView, base: str, nonce: str, ui_base: str = "") -> str:
     """A task's tab: one fill with its images and tries, or a batch's counts and outputs."""
     query = f"map_index={view.map_index}"
     if view.batch:
@@ -197,6 +224,7 @@ def render_task_page(env: Environment, view: TaskView, base: str, nonce: str) ->
     status = _shown_status(view)
     return env.get_template("task.html").render(
         nonce=nonce,
+        review=_review_form(view, ui_base),
         view=view,
         status=status,
         badge=_badge(status),
@@ -288,6 +316,26 @@ def _has_task_state_store() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _review_form(view: TaskView, ui_base: str) -> dict[str, Any] | None:
+    """The review's form while the task waits for it: the fields a re-fill may change, as sent, and
+    where Airflow's HITL REST API takes the answer (the browser's own Airflow login sends it)."""
+    from airflow_provider_eachlabs.review import CHANGEABLE
+
+    if view.state != "awaiting_input" or view.outcome.get("status") != "awaiting review":
+        return None
+    where = "/".join(quote(part, safe="") for part in (view.dag_id, view.run_id, view.task_id))
+    dag, run, task = where.split("/")
+    kinds = {name: kinds[-1] for name, kinds in CHANGEABLE.items() if name in view.input}
+    return {
+        "round": view.outcome.get("review_round") or 1,
+        "max_rounds": view.outcome.get("max_review_rounds") or "?",
+        "fields": {name: view.input.get(name) for name in kinds},
+        "kinds": kinds,
+        "url": f"{ui_base}/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/{view.map_index}/hitlDetails",
+        "required_actions": f"{ui_base}/required_actions",
+    }
 
 
 def _shown_status(view: TaskView) -> str:

@@ -518,3 +518,82 @@ def _overview_from_outcomes(
         by_day={day: figures(group) for day, group in sorted(by_day.items(), reverse=True)},
         dag_ids=sorted(recorded),
     )
+
+
+# --- the reconciliation with the API's own history ---------------------------------------------------
+
+# The API's default window, used on both sides when the page names no start.
+RECONCILED_DAYS = 90
+UNRECORDED_SHOWN = 20
+
+
+@dataclass
+class Reconciled:
+    """One Eachlabs connection: what the DAGs recorded buying with it, beside what the API billed its
+    key over the same period, and the API's predictions no task recorded."""
+
+    conn_id: str
+    recorded: Figures
+    api: Any  # reconcile.ApiFigures
+    unrecorded: int
+    unrecorded_ids: list[str]
+
+    @property
+    def missing_spend(self) -> float:
+        return float(self.api.cost) - self.recorded.spend
+
+
+def reconciliation(session: Session, since: date | None, until: date | None, wait: float) -> list[Reconciled]:
+    """Each connection of the deployment, the API's figures beside the ledger's, over whole UTC days
+    (``RECONCILED_DAYS`` back when no start is given). Every DAG counts, readable or not: the caller
+    shows this only to a user who may read every DAG."""
+    from airflow_provider_eachlabs.plugin.reconcile import api_figures
+    from airflow_provider_eachlabs.plugin.spend import FOLD
+
+    first = since or (datetime.now(timezone.utc).date() - timedelta(days=RECONCILED_DAYS - 1))
+    start = _midnight(first)
+    end = _midnight(until) + timedelta(days=1) - timedelta(microseconds=1) if until else None
+    answers = api_figures(session, start, end, wait=wait)
+    by_conn: dict[str, list[Bucket]] = defaultdict(list)
+    for where, bucket in FOLD.select({where.dag_id for where in FOLD.buckets}, first, until).items():
+        by_conn[where.conn].append(bucket)
+    known = recorded_ids(session, first, until) if answers else set()
+    found = []
+    for answer in answers:
+        missing = sorted(answer.prediction_ids - known)
+        found.append(
+            Reconciled(
+                conn_id=answer.conn_id,
+                recorded=spend_figures(by_conn.get(answer.conn_id, [])),
+                api=answer,
+                unrecorded=len(missing),
+                unrecorded_ids=missing[:UNRECORDED_SHOWN],
+            )
+        )
+    return found
+
+
+def recorded_ids(session: Session, since: date, until: date | None) -> set[str]:
+    """The predictions the ledger holds as bought around the period (a day each side: a prediction is
+    dated by the API when created and by the ledger when written): one scan of the ledger's keys, and
+    the batch entries' lists."""
+    from airflow.models.task_state_store import TaskStateStoreModel as Store
+    from sqlalchemy import or_, select
+
+    from airflow_provider_eachlabs.ledger import BATCH, BOUGHT
+
+    query = select(Store.key, Store.value).where(
+        or_(Store.key.startswith(BOUGHT, autoescape=True), Store.key.startswith(BATCH, autoescape=True)),
+        Store.updated_at >= _midnight(since) - timedelta(days=1),
+    )
+    if until is not None:
+        query = query.where(Store.updated_at < _midnight(until) + timedelta(days=2))
+    ids: set[str] = set()
+    for key, value in session.execute(query):
+        if key.startswith(BOUGHT):
+            ids.add(key[len(BOUGHT) :])
+        else:
+            listed = _json(value).get("ids")
+            if isinstance(listed, list):
+                ids.update(i for i in listed if isinstance(i, str))
+    return ids

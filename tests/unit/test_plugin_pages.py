@@ -150,3 +150,35 @@ def test_the_fills_page_counts_no_row_for_a_task_that_bought_nothing() -> None:
     assert bought_something({"ok": True, "prediction_id": "a", "cost": 0.05})
     assert bought_something({"ok": False, "batch": True, "fills": 3})
     assert not bought_something({"ok": False, "prediction_id": None, "error_class": "EachlabsAuthError"})
+
+
+def test_a_fill_waiting_for_review_shows_the_form_that_answers_through_airflows_hitl_api() -> None:
+    from airflow_provider_eachlabs.plugin.app import render_task_page, template_environment
+
+    waiting = _view(
+        "awaiting_input",
+        prediction_id="pred_1",
+        request={
+            "input": {"prompt": "an empty meadow", "seed": 7, "guidance": 3, "image": "https://x/i.png"}
+        },
+        outcome={
+            "status": "awaiting review",
+            "prediction_id": "pred_1",
+            "review_round": 2,
+            "max_review_rounds": 3,
+        },
+    )
+    page = render_task_page(template_environment(), waiting, "/eachlabs/ti/dag/run/fill", "n", "/ui")
+    assert "Review (round 2 of at most 3)" in page and "Nothing is stored until this fill is approved" in page
+    assert '"/ui/api/v2/dags/dag/dagRuns/run/taskInstances/fill/-1/hitlDetails"' in page
+    assert (
+        '<textarea name="prompt" rows="3">an empty meadow</textarea>' in page
+        and 'name="seed" value="7"' in page
+    )
+    assert (
+        'data-choice="Approve"' in page and 'data-choice="Reject"' in page and 'data-choice="Re-fill"' in page
+    )
+    assert '<script nonce="n">' in page  # the page's script runs under its Content-Security-Policy
+    # Once answered (or for any other state), there is no form.
+    answered = _view("scheduled", prediction_id="pred_1", outcome={"status": "awaiting review"})
+    assert 'id="review-form"' not in render_task_page(template_environment(), answered, "/b", "n", "/ui")
