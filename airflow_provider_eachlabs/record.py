@@ -60,6 +60,9 @@ class TaskRecord:
     # What the current prediction was bought for (``reruns``): its input's key and field digests, the
     # try that bought it, whether fresh_prediction was set, and the max_tries of that run or clear.
     bought: dict[str, Any] = field(default_factory=dict)
+    # A review under way (``review``): its round, the prediction under review, and the changes the
+    # reviewer asked for so far, which every later step of the task applies to its input.
+    review: dict[str, Any] = field(default_factory=dict)
     stored: bool = True
 
     @property
@@ -85,6 +88,7 @@ class TaskRecord:
         attempts = body.get("attempts")
         sent_input = body.get("sent_input")
         bought = body.get("bought")
+        review = body.get("review")
         return cls(
             sent_at=_number(body.get("sent_at")),
             prediction_id=check_prediction_id(body["id"]) if body.get("id") else None,
@@ -98,6 +102,7 @@ class TaskRecord:
             if isinstance(attempts, list)
             else [],
             bought=dict(bought) if isinstance(bought, Mapping) else {},
+            review=dict(review) if isinstance(review, Mapping) else {},
         )
 
     def sending(
@@ -156,6 +161,8 @@ class TaskRecord:
             body["attempts"] = list(self.attempts)
         if self.bought:
             body["bought"] = dict(self.bought)
+        if self.review:
+            body["review"] = dict(self.review)
         if self.sent_at is not None:
             body["sent_at"] = self.sent_at
         if self.prediction_id:

@@ -139,6 +139,14 @@ class FluxFillOperator(EachlabsPredictionOperator):
             raise EachlabsInputError("image", url, "must be a JPEG, PNG or WebP image (its bytes are not)")
         return ImageFile("image", url, content, info)
 
+    def review_fields(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "seed": self.seed, "guidance": self.guidance}
+
+    def apply_review_changes(self, changes: dict[str, Any]) -> None:
+        for name in ("prompt", "seed", "guidance"):
+            if name in changes:
+                setattr(self, name, changes[name])
+
     def expected_output_format(self) -> str | None:
         return str(self.output_format)
 

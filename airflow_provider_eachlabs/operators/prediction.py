@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_eachlabs.failing import final_errors_fail_the_task
 from airflow_provider_eachlabs.links import EachlabsPredictionLink
+from airflow_provider_eachlabs.operators.review import ReviewMixin
 from airflow_provider_eachlabs.results import PREDICTION_ID_KEY, PREDICTION_URL_KEY, outcome_reported
 from airflow_provider_eachlabs.settings import (
     DEFAULT_CONN_ID,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = PREDICTION_TIMEOUT
 
 
-class EachlabsPredictionOperator(BaseOperator):
+class EachlabsPredictionOperator(ReviewMixin, BaseOperator):
     """Run one Eachlabs prediction of any model and return a small result.
 
     :param model: the model slug, e.g. ``flux-fill-pro``. Templated.
@@ -73,6 +74,15 @@ class EachlabsPredictionOperator(BaseOperator):
         final, saying what was spent and on what. None (default): no limit. Templated.
     :param cost_per_prediction: the price of one prediction in USD, which ``max_cost`` needs: the API
         publishes no price per model. Ended predictions count at the cost the API reports. Templated.
+    :param review: wait for a person before the output is stored (README, "Reviewing fills before
+        they are published"): the task asks through Airflow's human-in-the-loop (Required Actions, the
+        Eachlabs tab, the HITL REST API) and waits without a worker slot. Approve stores it; Reject
+        fails the task with the note; Re-fill buys a new prediction with the reviewer's prompt, seed or
+        guidance.
+    :param max_review_rounds: the most predictions one review buys, re-fills included (default 3).
+    :param review_timeout: how long a review may wait for an answer; None waits for ever.
+    :param on_review_timeout: what an unanswered review does at ``review_timeout``: ``"reject"``
+        (the default: the task fails) or ``"approve"``.
     """
 
     template_fields: Sequence[str] = (
@@ -112,9 +122,16 @@ class EachlabsPredictionOperator(BaseOperator):
         fresh_prediction: bool | str = False,
         max_cost: float | str | None = None,
         cost_per_prediction: float | str | None = None,
+        review: bool = False,
+        max_review_rounds: int = 3,
+        review_timeout: timedelta | None = None,
+        on_review_timeout: str = "reject",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        from airflow_provider_eachlabs.review import check_settings
+
+        check_settings(max_review_rounds, on_review_timeout)
         if output_path and not wait_for_completion:
             from airflow_provider_eachlabs.exceptions import EachlabsInputError
 
@@ -143,6 +160,10 @@ class EachlabsPredictionOperator(BaseOperator):
         check_given(max_cost=max_cost, cost_per_prediction=cost_per_prediction)
         self.max_cost = max_cost
         self.cost_per_prediction = cost_per_prediction
+        self.review = review
+        self.max_review_rounds = max_review_rounds
+        self.review_timeout = review_timeout
+        self.on_review_timeout = on_review_timeout
         self.prediction_id: str | None = None
         # Files fetched during this try, by URL: the output is stored and previewed from one download.
         self._fetched: dict[str, bytes] = {}
@@ -175,13 +196,26 @@ class EachlabsPredictionOperator(BaseOperator):
     def expected_output_format(self) -> str | None:
         return None
 
+    def review_fields(self) -> dict[str, Any]:
+        """The input's fields a reviewer may change (``review``): those the model's input has."""
+        from airflow_provider_eachlabs.review import CHANGEABLE
+
+        return {name: self.input[name] for name in CHANGEABLE if name in self.input}
+
+    def apply_review_changes(self, changes: dict[str, Any]) -> None:
+        self.input = {**self.input, **changes}
+
     def output_locations(self) -> dict[str, str]:
         """Where this task writes files, by parameter name: each is checked before anything is bought."""
         return {"output_path": str(self.output_path)} if self.output_path else {}
 
     def finish(self, context: Context, prediction: Prediction) -> dict[str, Any]:
-        """Report the success once, store the outputs when asked and return the small XCom result."""
+        """Report the success once, store the outputs when asked and return the small XCom result;
+        with ``review``, wait for a person's answer first (``ReviewMixin``)."""
         from airflow_provider_eachlabs.outputs import finished_result
+
+        if self.wants_review():
+            self.ask_for_review(context, prediction)
 
         return finished_result(
             context,
@@ -219,6 +253,7 @@ class EachlabsPredictionOperator(BaseOperator):
         self._check_webhook()
         check_output_locations(self.output_locations(), self.output_name)
         record = TaskRecord.load(context)
+        self.apply_review_changes(dict(record.review.get("changes") or {}))
         if not record.stored:
             self.log.warning(
                 "task_state_store is not available (Airflow older than 3.3): a retry or a clear of this "

@@ -340,7 +340,7 @@ def test_the_fills_page_in_the_navigation(
     page.get_by_role("menuitem", name="Eachlabs fills").click()
     page.wait_for_url("**/plugin/eachlabs-fills")
     fills = _eachlabs_frame(page, "eachlabs/")
-    assert int(fills.locator("#fills").inner_text()) >= 2
+    assert int(fills.locator("#bought").inner_text()) >= 2
     widths = _drawn_widths(fills, "img.thumb", "img.src")
     assert widths and all(width > 0 for width in widths.values()), widths
     # An output that can no longer be read (a fill of another API host, its output never stored) is
@@ -353,4 +353,48 @@ def test_the_fills_page_in_the_navigation(
         if kinds[src] == "image/svg+xml":
             assert "no image</text>" in answer.text() and "<title>" in answer.text(), answer.text()
     _tall_screenshot(page, "eachlabs-fills.png")
+    assert console_errors == []
+
+
+def test_a_fill_is_reviewed_in_the_eachlabs_tab_and_listed_in_required_actions(
+    browser_page: Page, dags_ready: AirflowStack, console_errors: list[str]
+) -> None:
+    """The review form in the tab answers through Airflow's HITL REST API with the browser's own
+    login: a re-fill with a new prompt buys one more fill, approval stores it."""
+    from tests.e2e.test_review import DAG_ID, TASK_ID, waiting_for_review
+
+    stack = dags_ready
+    sim = stack.fast_sim
+    stack.use_simulator(sim)
+    known = set(sim.predictions)
+    run_id = stack.api.trigger(DAG_ID)
+    first = waiting_for_review(stack, run_id, 1)["outcome"]["prediction_id"]
+    page = browser_page
+    page.goto(f"{stack.base_url}/required_actions")
+    page.get_by_text(f"Review the fill of {TASK_ID}").first.wait_for()
+    _tall_screenshot(page, "required-actions.png")
+
+    page.goto(f"{stack.base_url}/dags/{DAG_ID}/runs/{run_id}/tasks/{TASK_ID}/plugin/eachlabs")
+    tab = _eachlabs_frame(page, "eachlabs/ti/")
+    tab.locator("#review-form").wait_for()
+    assert _drawn_widths(tab, "img[data-kind]", "img.dataset.kind") == {
+        "before": 512,
+        "mask": 512,
+        "after": 512,
+    }
+    _tall_screenshot(page, "eachlabs-tab-review.png")
+    tab.locator("textarea[name=prompt]").fill("a green meadow, the crate gone")
+    tab.locator("button[data-choice='Re-fill']").click()
+    tab.get_by_text("Re-fill: sent; the task resumes.").wait_for()
+    second = waiting_for_review(stack, run_id, 2)["outcome"]["prediction_id"]
+    assert set(sim.predictions) - known == {first, second}
+    assert sim.predictions[second].input["prompt"] == "a green meadow, the crate gone"
+
+    page.reload()
+    tab = _eachlabs_frame(page, "eachlabs/ti/")
+    tab.get_by_text(second).first.wait_for()
+    tab.locator("button[data-choice='Approve']").click()
+    tab.get_by_text("Approve: sent; the task resumes.").wait_for()
+    assert stack.api.wait_run(DAG_ID, run_id, 120) == "success", stack.logs()
+    assert stack.api.xcom(DAG_ID, run_id, TASK_ID, "return_value")["prediction_id"] == second
     assert console_errors == []
