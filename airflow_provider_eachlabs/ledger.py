@@ -92,6 +92,7 @@ def record_bought(
         {
             "v": VERSION,
             "conn": _conn(context, conn_id),
+            "max_cost": _max_cost(context),
             "at": at if at is not None else time.time(),
             "model": model,
             "how": how,
@@ -170,6 +171,7 @@ def record_batch_try(context: Context | Mapping[str, Any], tally: Mapping[str, A
     entry: dict[str, Any] = {
         "v": VERSION,
         "conn": _conn(context),
+        "max_cost": _max_cost(context),
         "at": time.time(),
         "try": getattr(ti, "try_number", None),
     }
@@ -188,6 +190,16 @@ def record_batch_try(context: Context | Mapping[str, Any], tally: Mapping[str, A
     # The total first: a try that dies between the two writes loses an entry rather than doubling it.
     if _write(context, BATCH_TOTAL_KEY, total):
         _write(context, f"{BATCH}{number}", entry)
+
+
+def _max_cost(context: Context | Mapping[str, Any]) -> float | None:
+    """The task's ``max_cost`` as rendered (a template renders to text), for the fills page to show
+    beside what the DAG spent; None without one."""
+    given = getattr(context.get("task"), "max_cost", None)
+    try:
+        return non_negative_number(float(given)) if given not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _conn(context: Context | Mapping[str, Any], conn_id: str | None = None) -> str | None:

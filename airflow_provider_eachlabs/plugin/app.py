@@ -45,6 +45,7 @@ from airflow_provider_eachlabs.plugin.live import live_status
 from airflow_provider_eachlabs.plugin.records import (
     Row,
     TaskView,
+    Waiting,
     has_ledger,
     overview,
     reconciliation,
@@ -190,7 +191,7 @@ def create_app() -> FastAPI:
             where = _path(row.dag_id, row.run_id, row.task_id)
             return f"{root}/ti/{where}/image/after?map_index={row.map_index}&thumb=true"
 
-        def tab_url(row: Row) -> str:
+        def tab_url(row: Row | Waiting) -> str:
             return task_tab_path(row.dag_id, row.run_id, row.task_id, row.map_index, ui_base or "/")
 
         page = env.get_template("overview.html").render(
@@ -201,6 +202,7 @@ def create_app() -> FastAPI:
             limit=OVERVIEW_ROWS,
             thumb_url=thumb_url,
             tab_url=tab_url,
+            review_url=tab_url,
         )
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 

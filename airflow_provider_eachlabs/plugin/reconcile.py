@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from types import MappingProxyType
@@ -76,6 +76,9 @@ class ApiFigures:
     truncated: str | None
     error: str | None
     fetched_at: datetime
+    # Each execution's status (one of ``STATUSES``) and cost (None: the API gave none), by id: the
+    # page settles with them the predictions whose end no task recorded.
+    executions: Mapping[str, tuple[str, Decimal | None]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def complete(self) -> bool:
@@ -211,6 +214,7 @@ class _Tally:
         self.unknown_cost = 0
         self.by_status = dict.fromkeys(STATUSES, 0)
         self.ids: set[str] = set()
+        self.executions: dict[str, tuple[str, Decimal | None]] = {}
 
     def add(self, rows: Iterable[Any]) -> None:
         for row in rows:
@@ -222,8 +226,11 @@ class _Tally:
                     continue
                 self.ids.add(ident)
             self.count += 1
-            self.by_status[_status(row.get("status"))] += 1
+            status = _status(row.get("status"))
+            self.by_status[status] += 1
             cost = _money(row.get("execution_cost"))
+            if isinstance(ident, str) and ident:
+                self.executions[ident] = (status, cost)
             if cost is None:
                 self.unknown_cost += 1
             else:
@@ -270,6 +277,7 @@ def _figures(
         unknown_cost=tally.unknown_cost,
         by_status=MappingProxyType(dict(tally.by_status)),
         prediction_ids=frozenset(tally.ids),
+        executions=MappingProxyType(dict(tally.executions)),
         truncated=truncated,
         error=error,
         fetched_at=datetime.now(timezone.utc),

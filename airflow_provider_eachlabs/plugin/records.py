@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_eachlabs.plugin.authority import NO_AUTHORITY, Authority, task_authority
@@ -352,6 +353,21 @@ class Overview:
     # What was bought with each Eachlabs connection ("" when the ledger does not say): the
     # reconciliation compares it with the API's own history for that connection's key.
     by_conn: dict[str, Figures] = field(default_factory=dict)
+    # Each DAG's tasks' max_cost summed (USD per run), where a task has one.
+    budgets: dict[str, float] = field(default_factory=dict)
+    # Fills waiting for a person's review, oldest first.
+    reviews: list[Waiting] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A task instance whose fill waits for a review, and since when."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    since: datetime | None
 
 
 def overview(
@@ -389,7 +405,42 @@ def overview(
         by_day={day: spend_figures(group) for day, group in sorted(by_day.items(), reverse=True)},
         dag_ids=sorted({where.dag_id for where in FOLD.select(dag_ids)}),
         by_conn={name: spend_figures(group) for name, group in sorted(by_conn.items())},
+        budgets={name: b for name in by_dag if (b := FOLD.budget(name)) is not None},
+        reviews=reviews_waiting(session, wanted),
     )
+
+
+# The subject every review request of this provider starts with (``operators.review``).
+REVIEW_SUBJECT = "Review the fill of "
+REVIEWS_SHOWN = 50
+
+
+def reviews_waiting(session: Session, dag_ids: set[str]) -> list[Waiting]:
+    """The readable DAGs' fills waiting for a review: Airflow's human-in-the-loop requests this
+    provider wrote, not answered yet, their task still waiting."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    rows = session.execute(
+        select(
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.map_index,
+            HITLDetail.created_at,
+        )
+        .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
+        .where(
+            TaskInstance.dag_id.in_(sorted(dag_ids)),
+            TaskInstance.state.in_(("awaiting_input", "deferred")),
+            HITLDetail.responded_at.is_(None),
+            HITLDetail.subject.startswith(REVIEW_SUBJECT, autoescape=True),
+        )
+        .order_by(HITLDetail.created_at)
+        .limit(REVIEWS_SHOWN)
+    ).all()
+    return [Waiting(*row) for row in rows]
 
 
 def has_ledger() -> bool:
@@ -537,10 +588,15 @@ class Reconciled:
     api: Any  # reconcile.ApiFigures
     unrecorded: int
     unrecorded_ids: list[str]
+    # Open predictions (bought, no end recorded: their task stopped waiting) the API says ended, and
+    # what it billed for them: recorded spend plus this is what the DAGs' predictions cost.
+    settled: int = 0
+    settled_cost: float = 0.0
 
     @property
-    def missing_spend(self) -> float:
-        return float(self.api.cost) - self.recorded.spend
+    def spend(self) -> float:
+        """What the DAGs' predictions cost: the ledger's, and the API's for the open ones it settled."""
+        return self.recorded.spend + self.settled_cost
 
 
 def reconciliation(session: Session, since: date | None, until: date | None, wait: float) -> list[Reconciled]:
@@ -558,9 +614,15 @@ def reconciliation(session: Session, since: date | None, until: date | None, wai
     for where, bucket in FOLD.select({where.dag_id for where in FOLD.buckets}, first, until).items():
         by_conn[where.conn].append(bucket)
     known = recorded_ids(session, first, until) if answers else set()
+    open_ones = FOLD.open_predictions(first, until)
     found = []
     for answer in answers:
         missing = sorted(answer.prediction_ids - known)
+        ended = [
+            answer.executions[ident]
+            for ident, where in open_ones.items()
+            if where.conn == answer.conn_id and answer.executions.get(ident, ("other",))[0] != "other"
+        ]
         found.append(
             Reconciled(
                 conn_id=answer.conn_id,
@@ -568,6 +630,8 @@ def reconciliation(session: Session, since: date | None, until: date | None, wai
                 api=answer,
                 unrecorded=len(missing),
                 unrecorded_ids=missing[:UNRECORDED_SHOWN],
+                settled=len(ended),
+                settled_cost=float(sum((cost for _, cost in ended if cost is not None), Decimal(0))),
             )
         )
     return found

@@ -145,6 +145,13 @@ class Fold:
         self.settled = 0  # every id up to this one was folded, or will never be written
         self.recent: dict[int, float] = {}  # ids folded above ``settled``, and when
         self.rows = 0
+        # Single predictions bought whose end no task recorded (yet), and their bucket: running ones,
+        # and those whose task stopped waiting (marked failed while deferred, or it did not wait),
+        # which the API's history settles (``records.reconciliation``). Few: not one per prediction.
+        self.open: dict[str, BucketKey] = {}
+        # Each DAG's tasks' ``max_cost``, as their latest entries said: the page shows the sum beside
+        # what the DAG spent. One number per task.
+        self.budgets: dict[str, dict[str, float]] = {}
 
     def refresh(self, session: Session) -> None:
         """Fold the rows written since the last refresh (all of them, the first time)."""
@@ -166,7 +173,7 @@ class Fold:
                 self.settled = max(self.settled, *old)
                 self.recent = {i: seen for i, seen in self.recent.items() if i > self.settled}
 
-    def _fold(self, dag_id: str, key: str, raw: Any, updated_at: datetime | None) -> None:
+    def _fold(self, dag_id: str, key: str, raw: Any, updated_at: datetime | None, task_id: str) -> None:
         try:
             value = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError:
@@ -174,14 +181,24 @@ class Fold:
         if not isinstance(value, Mapping):
             return
         written = _epoch(updated_at)
+        if key.startswith((BOUGHT, BATCH)):
+            budget = _number(value.get("max_cost"))
+            tasks = self.budgets.setdefault(dag_id, {})
+            if budget is None:
+                tasks.pop(task_id, None)
+            else:
+                tasks[task_id] = budget
         named = value.get("conn")
         conn = named if isinstance(named, str) else ""
         if key.startswith(BOUGHT):
-            self._bucket(dag_id, _number(value.get("at")) or written, conn).bought += 1
+            where = self._where(dag_id, _number(value.get("at")) or written, conn)
+            self.buckets.setdefault(where, Bucket()).bought += 1
+            self.open[key[len(BOUGHT) :]] = where
         elif key.startswith(ENDED):
             status = value.get("status")
             if status not in STATUSES:
                 return
+            self.open.pop(key[len(ENDED) :], None)
             bucket = self._bucket(dag_id, _number(value.get("bought_at")) or written, conn)
             setattr(bucket, status, getattr(bucket, status) + 1)
             cost = value.get("cost")
@@ -206,8 +223,26 @@ class Fold:
                     bucket.times[int(name)] += number
 
     def _bucket(self, dag_id: str, at: float, conn: str) -> Bucket:
-        day = datetime.fromtimestamp(at, tz=timezone.utc).date()
-        return self.buckets.setdefault(BucketKey(dag_id, day, conn), Bucket())
+        return self.buckets.setdefault(self._where(dag_id, at, conn), Bucket())
+
+    @staticmethod
+    def _where(dag_id: str, at: float, conn: str) -> BucketKey:
+        return BucketKey(dag_id, datetime.fromtimestamp(at, tz=timezone.utc).date(), conn)
+
+    def budget(self, dag_id: str) -> float | None:
+        """The sum of the DAG's tasks' ``max_cost`` (USD per run), None when no task has one."""
+        with self._lock:
+            tasks = self.budgets.get(dag_id)
+            return round(sum(tasks.values()), 6) if tasks else None
+
+    def open_predictions(self, since: date | None = None, until: date | None = None) -> dict[str, BucketKey]:
+        """The open single predictions bought within the period (both ends included)."""
+        with self._lock:
+            return {
+                ident: where
+                for ident, where in self.open.items()
+                if (since is None or where.day >= since) and (until is None or where.day <= until)
+            }
 
     def select(
         self, dag_ids: set[str], since: date | None = None, until: date | None = None
@@ -226,18 +261,20 @@ class Fold:
 FOLD = Fold()
 
 
-def _rows_after(session: Session, watermark: int) -> Iterable[tuple[int, str, str, Any, datetime | None]]:
+def _rows_after(
+    session: Session, watermark: int
+) -> Iterable[tuple[int, str, str, Any, datetime | None, str]]:
     from airflow.models.task_state_store import TaskStateStoreModel as Store
     from sqlalchemy import select
 
     query = (
-        select(Store.id, Store.dag_id, Store.key, Store.value, Store.updated_at)
+        select(Store.id, Store.dag_id, Store.key, Store.value, Store.updated_at, Store.task_id)
         .where(Store.id > watermark, Store.key.startswith(PREFIX, autoescape=True))
         .order_by(Store.id)
         .execution_options(yield_per=FETCH_ROWS)
     )
     for row in session.execute(query):
-        yield row[0], row[1], row[2], row[3], row[4]
+        yield row[0], row[1], row[2], row[3], row[4], row[5]
 
 
 def _count_up_to(session: Session, watermark: int) -> int:

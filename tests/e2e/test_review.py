@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import AirflowStack, wait_for
+from tests.e2e.test_ui_plugin import plugin
 
 DAG_ID, TASK_ID = "eachlabs_review_fill", "fill"
 pytestmark = pytest.mark.skipif(
@@ -72,6 +73,8 @@ def test_a_refill_buys_one_more_and_approval_stores_it_and_fires_the_asset(dags_
         d["task_instance"]["dag_run_id"] == run_id for d in required["hitl_details"]
     )  # Required Actions
     assert not list((stack.output_dir / "review-fill").glob(f"{first}*"))  # nothing stored before approval
+    fills_page = plugin(stack, "/").text
+    assert run_id in fills_page.split('id="reviews"', 1)[1].split("</table>", 1)[0]  # "Reviews waiting"
 
     respond(stack, run_id, "Re-fill", prompt="a green meadow, the crate gone")
     second = waiting_for_review(stack, run_id, 2)["outcome"]["prediction_id"]

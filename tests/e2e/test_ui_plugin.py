@@ -257,3 +257,38 @@ def test_the_fills_page_shows_what_the_api_billed_beside_what_the_dags_recorded(
     assert succeeded[1]["prediction_id"] not in panel  # a DAG's prediction is recorded
     # A user who cannot read every DAG is not shown the key's whole history.
     assert 'id="reconciliation"' not in plugin(stack, "/", token="outsider").text
+
+
+def test_a_fill_marked_failed_while_deferred_is_settled_by_the_apis_history(dags_ready: AirflowStack) -> None:
+    """Its task never saw the end (the triggerer cancelled the prediction), so the ledger holds it as
+    open; the panel adds what the API billed for it to the DAGs' spend."""
+    from tests.e2e.test_real_airflow import _airflow_calls_trigger_on_kill
+
+    if not _airflow_calls_trigger_on_kill():
+        pytest.skip("Airflow 3.2 lets the prediction run to its end")
+    stack = dags_ready
+    sim = stack.slow_sim  # 20 s predictions: the mark lands mid-wait
+    stack.use_simulator(sim)
+    try:
+        cancels = sim.counters.cancels
+        run_id = trigger_until_deferred(stack, "eachlabs_webhook_fill")
+        prediction_id = stack.api.xcom("eachlabs_webhook_fill", run_id, "fill", "prediction_id")
+        stack.api.request(
+            "PATCH",
+            f"/dags/eachlabs_webhook_fill/dagRuns/{run_id}/taskInstances/fill",
+            json={"new_state": "failed"},
+        )
+        deadline = time.monotonic() + 60
+        while sim.counters.cancels == cancels and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sim.predictions[prediction_id].status == "cancelled"
+        deadline, row = time.monotonic() + 100, ""
+        while time.monotonic() < deadline:  # one listing a minute per connection and period is kept
+            panel = plugin(stack, "/").text.split('id="reconciliation"', 1)[-1].split("</table>", 1)[0]
+            row = next((r for r in panel.split("<tr>") if ">eachlabs_default<" in r), "")
+            if "settled by the API" in row:
+                break
+            time.sleep(5)
+        assert re.search(r"for (\d+) open, settled by the API", row), row
+    finally:
+        stack.use_simulator(stack.fast_sim)

@@ -174,11 +174,16 @@ def test_the_fold_adds_up_purchases_ends_and_batch_tries_and_reads_each_row_once
     fold.refresh(table)
     monkeypatch.setattr(spend, "SETTLE_SECONDS", 0.0)
     fold.refresh(table)
-    write(table, "nightly", 6, ledger.BOUGHT + "p6", {"at": DAY})
+    write(table, "nightly", 6, ledger.BOUGHT + "p6", {"at": DAY, "max_cost": 0.5})
     fold.refresh(table)
     fold.refresh(table)
     assert figures(fold.select({"nightly"}).values()).bought == 5
     assert fold.recent == {} and fold.settled == fold.watermark
+    # What no task saw end is kept by id, for the API's history to settle; what ended is not.
+    assert set(fold.open_predictions()) == {"p3", "p5", "p6"}
+    assert set(fold.open_predictions(since=day, until=day)) == {"p5", "p6"}
+    # The DAG's budget is its tasks' max_cost as their latest entries said.
+    assert (fold.budget("nightly"), fold.budget("batch")) == (0.5, None)
 
 
 def test_the_fold_starts_again_when_rows_it_counted_were_deleted(
