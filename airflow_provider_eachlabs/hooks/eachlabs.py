@@ -334,14 +334,16 @@ class EachlabsHook(BaseHook):
 
     def _ledger_purchase(self, prediction_id: str, model: str, how: str) -> None:
         """Record a prediction bought from a task's own code (a ``@task`` using the hook) in that
-        task's spend ledger, as the operators record theirs; not for the provider's operators, which
-        record with more (the try, the re-run rule), nor outside a task."""
+        task's spend ledger and metrics, as the operators record theirs; not for the provider's
+        operators, which record with more (the try, the re-run rule), nor outside a task."""
         context = _task_context()
         if context is None or getattr(context.get("task"), "records_its_purchases", False):
             return
-        from airflow_provider_eachlabs import ledger
+        from airflow_provider_eachlabs import ledger, metrics
 
         now = time.time()
+        if how == "bought":
+            metrics.bought(metrics.task_tags(context.get("ti")))
         ledger.record_bought(context, prediction_id, model, how, now, self.eachlabs_conn_id)
         self._ledgered[prediction_id] = now
 
@@ -350,8 +352,9 @@ class EachlabsHook(BaseHook):
         bought_at = self._ledgered.pop(prediction.id, None)
         context = _task_context() if bought_at is not None else None
         if context is not None:
-            from airflow_provider_eachlabs import ledger
+            from airflow_provider_eachlabs import ledger, metrics
 
+            metrics.ended(prediction, metrics.task_tags(context.get("ti")))
             ledger.record_ended(context, prediction, bought_at, self.eachlabs_conn_id)
 
     # --- the API, one method per verb -----------------------------------------------------------

@@ -1,9 +1,20 @@
-"""What a user does to a running Airflow over its REST API, shared by the e2e tests: edit a
-Variable, clear a task, start a run and wait until its task defers."""
+"""What a user does to a running Airflow over its REST API, shared by the e2e tests: wait for a
+DAG to be parsed, edit a Variable, clear a task, start a run and wait until its task defers."""
 
 from __future__ import annotations
 
 from tests.e2e.conftest import AirflowStack, wait_for
+
+
+def wait_parsed(stack: AirflowStack, *dag_ids: str) -> None:
+    """Wait until the dag-processor has serialized these DAGs of the suite's own bundle."""
+    wanted = set(dag_ids)
+    wait_for(
+        f"{', '.join(sorted(wanted))} to be parsed",
+        lambda: wanted <= {d["dag_id"] for d in stack.api.get("/dags", params={"limit": 500})["dags"]},
+        timeout=120,
+        interval=1,
+    )
 
 
 def set_variable(stack: AirflowStack, key: str, value: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import API_KEY, AirflowStack, wait_for
+from tests.e2e.rest import wait_parsed
 
 PRODUCER, CONSUMER = "eachlabs_asset_producer_e2e", "eachlabs_asset_consumer_e2e"
 ASSET = "eachlabs_e2e_asset_fills"
@@ -30,15 +31,7 @@ def test_the_fill_names_its_prediction_in_the_asset_event_and_the_consumer_reads
 ) -> None:
     stack = dags_ready
     stack.use_simulator(stack.fast_sim)
-    wait_for(
-        "the asset DAGs to be parsed",
-        lambda: (
-            {PRODUCER, CONSUMER}
-            <= {d["dag_id"] for d in stack.api.get("/dags", params={"limit": 100})["dags"]}
-        ),
-        timeout=120,
-        interval=1,
-    )
+    wait_parsed(stack, PRODUCER, CONSUMER)
     sim = stack.fast_sim
     creates_before = sim.counters.create_requests
     run_id = stack.api.trigger(PRODUCER)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.e2e.conftest import AirflowStack, wait_for
-from tests.e2e.rest import clear_task, set_variable
+from tests.e2e.conftest import AirflowStack
+from tests.e2e.rest import clear_task, set_variable, wait_parsed
 
 DAG_ID = "eachlabs_rerun_batch"
 TASK_ID = "fill_items"
@@ -48,12 +48,7 @@ def creates(stack: AirflowStack) -> int:
 def test_a_cleared_batch_buys_only_the_item_fixed_in_the_variable(dags_ready: AirflowStack) -> None:
     stack = dags_ready
     stack.use_simulator(stack.fast_sim)
-    wait_for(
-        "the rerun DAG to be parsed",
-        lambda: any(d["dag_id"] == DAG_ID for d in stack.api.get("/dags", params={"limit": 100})["dags"]),
-        timeout=120,
-        interval=1,
-    )
+    wait_parsed(stack, DAG_ID)
     set_items(stack, items(REJECTED))
     before = creates(stack)
 

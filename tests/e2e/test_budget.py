@@ -4,7 +4,8 @@ fails at once (final: the two retries it has are not used), saying why in its lo
 
 from __future__ import annotations
 
-from tests.e2e.conftest import AirflowStack, wait_for
+from tests.e2e.conftest import AirflowStack
+from tests.e2e.rest import wait_parsed
 
 DAG_ID = "eachlabs_budget_batch"
 TASK_ID = "fill_items"
@@ -19,12 +20,7 @@ def test_a_batch_whose_estimate_exceeds_max_cost_buys_nothing_and_fails_saying_w
 ) -> None:
     stack = dags_ready
     stack.use_simulator(stack.fast_sim)
-    wait_for(
-        "the budget DAG to be parsed",
-        lambda: any(d["dag_id"] == DAG_ID for d in stack.api.get("/dags", params={"limit": 100})["dags"]),
-        timeout=120,
-        interval=1,
-    )
+    wait_parsed(stack, DAG_ID)
     before, uploads = creates(stack), stack.fast_sim.counters.uploads
 
     run_id = stack.api.trigger(DAG_ID)

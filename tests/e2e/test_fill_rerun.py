@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import AirflowStack, wait_for
-from tests.e2e.rest import clear_task, set_variable
+from tests.e2e.conftest import AirflowStack
+from tests.e2e.rest import clear_task, set_variable, wait_parsed
 
 DAG_ID, TASK_ID = "eachlabs_rerun_fill", "fill"
 VARIABLE = "eachlabs_rerun_prompt"
@@ -37,12 +37,7 @@ def result(stack: AirflowStack, run_id: str) -> dict[str, Any]:
 def test_a_cleared_fill_buys_only_when_its_input_changed(dags_ready: AirflowStack) -> None:
     stack = dags_ready
     stack.use_simulator(stack.fast_sim)
-    wait_for(
-        "the rerun DAG to be parsed",
-        lambda: any(d["dag_id"] == DAG_ID for d in stack.api.get("/dags", params={"limit": 100})["dags"]),
-        timeout=120,
-        interval=1,
-    )
+    wait_parsed(stack, DAG_ID)
     set_prompt(stack, "an empty green meadow")
     before = creates(stack)
     run_id = stack.api.trigger(DAG_ID)

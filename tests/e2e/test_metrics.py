@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.e2e.conftest import AirflowStack, wait_for
+from tests.e2e.rest import wait_parsed
 
 CHARGE_MICRO_USD = 50_000  # the simulator charges $0.05 a prediction, failed ones included
 RERUN_DAG, RERUN_TASK, PROMPT_VARIABLE = "eachlabs_rerun_fill", "fill", "eachlabs_rerun_prompt"
@@ -117,12 +118,7 @@ def test_a_deferrable_fill_sends_one_purchase_its_success_cost_and_time(stack: A
 
 
 def test_a_rejected_fill_sends_its_purchase_and_its_cause(stack: AirflowStack) -> None:
-    wait_for(
-        "the rerun DAG to be parsed",
-        lambda: any(d["dag_id"] == RERUN_DAG for d in stack.api.get("/dags", params={"limit": 100})["dags"]),
-        timeout=120,
-        interval=1,
-    )
+    wait_parsed(stack, RERUN_DAG)
     set_prompt(stack, "a forbidden meadow")
     lines, creates = run(stack, RERUN_DAG, "failed", tasks=1)
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ROOT, AirflowStack, wait_for
+from tests.e2e.rest import wait_parsed
 
 pytest.importorskip("airflow.providers.openlineage", reason="apache-airflow-providers-openlineage")
 
@@ -44,12 +45,7 @@ def names(datasets: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def test_a_deferred_fill_reports_its_image_its_stored_file_and_its_prediction(dags_ready: AirflowStack):
     stack = dags_ready
     stack.use_simulator(stack.fast_sim)
-    wait_for(
-        "the lineage DAG to be parsed",
-        lambda: any(d["dag_id"] == DAG_ID for d in stack.api.get("/dags", params={"limit": 100})["dags"]),
-        timeout=120,
-        interval=1,
-    )
+    wait_parsed(stack, DAG_ID)
     run_id = stack.api.trigger(DAG_ID)
     state = stack.api.wait_run(DAG_ID, run_id, 180)
     assert state == "success", f"{state}\n{stack.api.log(DAG_ID, run_id, TASK_ID)}\n{stack.logs()}"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import AirflowStack, wait_for
+from tests.e2e.rest import wait_parsed
 from tests.e2e.test_ui_plugin import plugin
 
 DAG_ID, TASK_ID = "eachlabs_review_fill", "fill"
@@ -54,12 +55,7 @@ def test_a_refill_buys_one_more_and_approval_stores_it_and_fires_the_asset(dags_
     stack = dags_ready
     sim = stack.fast_sim
     stack.use_simulator(sim)
-    wait_for(
-        "the review DAG to be parsed",
-        lambda: any(d["dag_id"] == DAG_ID for d in stack.api.get("/dags", params={"limit": 200})["dags"]),
-        timeout=120,
-        interval=1,
-    )
+    wait_parsed(stack, DAG_ID)
     known = set(sim.predictions)
     run_id = stack.api.trigger(DAG_ID)
     request = waiting_for_review(stack, run_id, 1)
