@@ -80,6 +80,12 @@ def template_environment() -> Environment:
 def create_app() -> FastAPI:
     app = FastAPI(title="Eachlabs", docs_url=None, redoc_url=None, openapi_url=None)
     env = template_environment()
+    if has_ledger():
+        from airflow.utils.session import create_session
+
+        from airflow_provider_eachlabs.plugin.spend import warm_up
+
+        warm_up(create_session)
 
     @app.middleware("http")
     async def hardened(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -222,7 +228,7 @@ def render_task_page(env: Environment, view: TaskView, base: str, nonce: str, ui
     """A task's tab: one fill with its images and tries, or a batch's counts and outputs."""
     query = f"map_index={view.map_index}"
     if view.batch:
-        return _batch_page(env, view, base, query, nonce)
+        return _batch_page(env, view, base, query, nonce, ui_base)
     status = _shown_status(view)
     return env.get_template("task.html").render(
         nonce=nonce,
@@ -261,8 +267,11 @@ def image_answer(load: Callable[[], Picture], thumb: bool) -> Response:
     )
 
 
-def _batch_page(env: Environment, view: TaskView, base: str, query: str, nonce: str) -> str:
-    """A batch task's tab: its counts and spend, a grid of its newest outputs, and what failed."""
+def _batch_page(
+    env: Environment, view: TaskView, base: str, query: str, nonce: str, ui_base: str = ""
+) -> str:
+    """A batch task's tab: its counts and spend, a grid of its newest outputs, and what failed; while
+    it waits for a review, its staged outputs with the review's form."""
     path, folder = view.authority.manifest_path, view.authority.output_path
     problem = None
     results = BatchResults()
@@ -290,6 +299,7 @@ def _batch_page(env: Environment, view: TaskView, base: str, query: str, nonce: 
         thumb_url=lambda key: f"{base}/batch/{quote(str(key), safe='')}?{query}&thumb=true",
         image_url=lambda key: f"{base}/batch/{quote(str(key), safe='')}?{query}",
         advice=advice,
+        review=_review_form(view, ui_base) if results.pending else None,
     )
 
 
@@ -327,6 +337,7 @@ def _review_form(view: TaskView, ui_base: str) -> dict[str, Any] | None:
 
     if view.state != "awaiting_input" or view.outcome.get("status") != "awaiting review":
         return None
+    problem = view.outcome.get("review_problem")
     where = "/".join(quote(part, safe="") for part in (view.dag_id, view.run_id, view.task_id))
     dag, run, task = where.split("/")
     kinds = {name: kinds[-1] for name, kinds in CHANGEABLE.items() if name in view.input}
@@ -337,6 +348,7 @@ def _review_form(view: TaskView, ui_base: str) -> dict[str, Any] | None:
         "kinds": kinds,
         "url": f"{ui_base}/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/{view.map_index}/hitlDetails",
         "required_actions": f"{ui_base}/required_actions",
+        "problem": str(problem) if problem else None,
     }
 
 

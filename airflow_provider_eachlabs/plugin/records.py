@@ -357,6 +357,8 @@ class Overview:
     budgets: dict[str, float] = field(default_factory=dict)
     # Fills waiting for a person's review, oldest first.
     reviews: list[Waiting] = field(default_factory=list)
+    # The api-server started a moment ago and is still reading the ledger: no figures yet.
+    counting: bool = False
 
 
 @dataclass(frozen=True)
@@ -386,10 +388,10 @@ def overview(
     wanted = {dag_id} & dag_ids if dag_id else dag_ids
     if not has_ledger():
         return _overview_from_outcomes(session, dag_ids, wanted, since, until, status, limit)
-    from airflow_provider_eachlabs.plugin.spend import FOLD
+    from airflow_provider_eachlabs.plugin.spend import Fold, current
 
-    FOLD.refresh(session)
-    buckets = FOLD.select(wanted, since, until)
+    fold = current(session)
+    buckets = (fold or Fold()).select(wanted, since, until)
     by_dag: dict[str, list[Bucket]] = defaultdict(list)
     by_day: dict[date, list[Bucket]] = defaultdict(list)
     by_conn: dict[str, list[Bucket]] = defaultdict(list)
@@ -403,10 +405,11 @@ def overview(
         total=spend_figures(buckets.values()),
         by_dag={name: spend_figures(group) for name, group in sorted(by_dag.items())},
         by_day={day: spend_figures(group) for day, group in sorted(by_day.items(), reverse=True)},
-        dag_ids=sorted({where.dag_id for where in FOLD.select(dag_ids)}),
+        dag_ids=sorted({where.dag_id for where in (fold or Fold()).select(dag_ids)}),
         by_conn={name: spend_figures(group) for name, group in sorted(by_conn.items())},
-        budgets={name: b for name in by_dag if (b := FOLD.budget(name)) is not None},
+        budgets={name: b for name in by_dag if fold and (b := fold.budget(name)) is not None},
         reviews=reviews_waiting(session, wanted),
+        counting=fold is None,
     )
 
 
@@ -604,17 +607,18 @@ def reconciliation(session: Session, since: date | None, until: date | None, wai
     (``RECONCILED_DAYS`` back when no start is given). Every DAG counts, readable or not: the caller
     shows this only to a user who may read every DAG."""
     from airflow_provider_eachlabs.plugin.reconcile import api_figures
-    from airflow_provider_eachlabs.plugin.spend import FOLD
+    from airflow_provider_eachlabs.plugin.spend import Fold, current
 
     first = since or (datetime.now(timezone.utc).date() - timedelta(days=RECONCILED_DAYS - 1))
     start = _midnight(first)
     end = _midnight(until) + timedelta(days=1) - timedelta(microseconds=1) if until else None
     answers = api_figures(session, start, end, wait=wait)
+    fold = current(session) or Fold()
     by_conn: dict[str, list[Bucket]] = defaultdict(list)
-    for where, bucket in FOLD.select({where.dag_id for where in FOLD.buckets}, first, until).items():
+    for where, bucket in fold.select({where.dag_id for where in fold.buckets}, first, until).items():
         by_conn[where.conn].append(bucket)
     known = recorded_ids(session, first, until) if answers else set()
-    open_ones = FOLD.open_predictions(first, until)
+    open_ones = fold.open_predictions(first, until)
     found = []
     for answer in answers:
         missing = sorted(answer.prediction_ids - known)

@@ -18,7 +18,8 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -259,6 +260,43 @@ class Fold:
 
 
 FOLD = Fold()
+# Set while the start-up fold (``warm_up``) reads the whole ledger: pages then answer at once with a
+# note instead of waiting for it (or reading it a second time).
+WARMING = threading.Event()
+
+
+def warm_up(session_factory: Callable[[], AbstractContextManager[Session]]) -> threading.Thread:
+    """Fold the whole ledger in a thread when the api-server builds the plugin's app, so the first
+    page after a start does not read a million rows while its user waits; the new fold replaces
+    ``FOLD`` when it is complete."""
+
+    def read() -> None:
+        global FOLD
+        fold = Fold()
+        try:
+            with session_factory() as session:
+                fold.refresh(session)
+            FOLD = fold
+        except Exception as error:  # the pages' own refresh reads it then
+            import logging
+
+            logging.getLogger(__name__).warning("Could not fold the spend ledger at start-up: %s", error)
+        finally:
+            WARMING.clear()
+
+    WARMING.set()
+    thread = threading.Thread(target=read, name="eachlabs-spend-ledger", daemon=True)
+    thread.start()
+    return thread
+
+
+def current(session: Session) -> Fold | None:
+    """The fold, brought up to date; None while the start-up fold is still reading."""
+    if WARMING.is_set():
+        return None
+    fold = FOLD
+    fold.refresh(session)
+    return fold
 
 
 def _rows_after(

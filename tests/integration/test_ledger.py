@@ -104,8 +104,10 @@ def table() -> Iterator[Any]:
     from airflow.models.task_state_store import TaskStateStoreModel
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
+    from sqlalchemy.pool import StaticPool
 
-    engine = create_engine("sqlite://")
+    # One in-memory database for every session, whichever thread opens it (the start-up fold's).
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
     TaskStateStoreModel.__table__.create(engine)  # type: ignore[attr-defined]
     with Session(engine) as session:
         yield session
@@ -238,3 +240,32 @@ def test_a_batch_try_writes_what_is_new_since_the_last_entry(eachlabs_conn: Each
     TI.try_number = 3
     ledger.record_batch_try(ctx, {"journal": "j2", "bought": 2, "succeeded": 2, "cost": 100_000})
     assert store[ledger.BATCH + "3"]["bought"] == 2
+
+
+def test_the_start_up_fold_reads_in_a_thread_and_pages_answer_meanwhile(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first page after the api-server starts does not wait for a whole ledger to be read."""
+    import contextlib
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from airflow_provider_eachlabs.plugin import spend
+
+    write(table, "nightly", 1, ledger.BOUGHT + "p1", {"at": DAY})
+    release = threading.Event()
+
+    @contextlib.contextmanager
+    def slow_session() -> Iterator[Any]:
+        release.wait(10)  # the ledger is long to read
+        with Session(table.get_bind()) as session:
+            yield session
+
+    monkeypatch.setattr(spend, "FOLD", spend.Fold())
+    thread = spend.warm_up(slow_session)
+    assert spend.current(table) is None  # the page answers now, with a note, not after the read
+    release.set()
+    thread.join(10)
+    fold = spend.current(table)
+    assert fold is not None and spend.figures(fold.buckets.values()).bought == 1
