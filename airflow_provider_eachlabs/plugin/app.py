@@ -80,12 +80,6 @@ def template_environment() -> Environment:
 def create_app() -> FastAPI:
     app = FastAPI(title="Eachlabs", docs_url=None, redoc_url=None, openapi_url=None)
     env = template_environment()
-    if has_ledger():
-        from airflow.utils.session import create_session
-
-        from airflow_provider_eachlabs.plugin.spend import warm_up
-
-        warm_up(create_session)
 
     @app.middleware("http")
     async def hardened(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -260,15 +260,20 @@ class Fold:
 
 
 FOLD = Fold()
-# Set while the start-up fold (``warm_up``) reads the whole ledger: pages then answer at once with a
-# note instead of waiting for it (or reading it a second time).
-WARMING = threading.Event()
+# Set once the first fold (``warm_up``) has read the whole ledger; pages asked for before answer at
+# once with a note instead of waiting for it (or reading it a second time).
+READY = threading.Event()
+# How long a page waits for the first fold before it answers without figures: a small ledger is read
+# within it, a million rows are not.
+FIRST_FOLD_WAIT = 0.5
+_first_fold = threading.Lock()
+_STARTED = threading.Event()
 
 
 def warm_up(session_factory: Callable[[], AbstractContextManager[Session]]) -> threading.Thread:
-    """Fold the whole ledger in a thread when the api-server builds the plugin's app, so the first
-    page after a start does not read a million rows while its user waits; the new fold replaces
-    ``FOLD`` when it is complete."""
+    """Fold the whole ledger in a thread of the api-server's worker, so that the first page after a
+    start does not read a million rows while its user waits; the new fold replaces ``FOLD`` when it
+    is complete. Started by the first page, never before the server forks its workers."""
 
     def read() -> None:
         global FOLD
@@ -280,23 +285,36 @@ def warm_up(session_factory: Callable[[], AbstractContextManager[Session]]) -> t
         except Exception as error:  # the pages' own refresh reads it then
             import logging
 
-            logging.getLogger(__name__).warning("Could not fold the spend ledger at start-up: %s", error)
+            logging.getLogger(__name__).warning("Could not fold the spend ledger: %s", error)
         finally:
-            WARMING.clear()
+            READY.set()
 
-    WARMING.set()
     thread = threading.Thread(target=read, name="eachlabs-spend-ledger", daemon=True)
     thread.start()
     return thread
 
 
-def current(session: Session) -> Fold | None:
-    """The fold, brought up to date; None while the start-up fold is still reading."""
-    if WARMING.is_set():
-        return None
+def current(
+    session: Session, session_factory: Callable[[], AbstractContextManager[Session]] | None = None
+) -> Fold | None:
+    """The fold, brought up to date; None while the first fold is still reading (it is started here,
+    once, with ``session_factory``: Airflow's ``create_session`` by default)."""
+    if not READY.is_set():
+        with _first_fold:
+            if not _STARTED.is_set():
+                _STARTED.set()
+                warm_up(session_factory or _airflow_sessions())
+        if not READY.wait(FIRST_FOLD_WAIT):
+            return None
     fold = FOLD
     fold.refresh(session)
     return fold
+
+
+def _airflow_sessions() -> Callable[[], AbstractContextManager[Session]]:
+    from airflow.utils.session import create_session
+
+    return create_session
 
 
 def _rows_after(

@@ -40,7 +40,12 @@ def waiting_for_review(stack: AirflowStack, run_id: str, round_number: int) -> d
         detail = stack.api.get(hitl_path(run_id))
         return None if detail.get("response_received") else {**detail, "outcome": outcome}
 
-    return wait_for(f"review round {round_number}", asked, timeout=180, interval=0.5)
+    try:
+        return wait_for(f"review round {round_number}", asked, timeout=180, interval=0.5)
+    except AssertionError as error:
+        (ti,) = stack.api.task_instances(DAG_ID, run_id)
+        log = stack.api.log(DAG_ID, run_id, TASK_ID, try_number=ti["try_number"])
+        raise AssertionError(f"{error}; the task is {ti['state']}; its log ends:\n{log[-6000:]}") from None
 
 
 def respond(stack: AirflowStack, run_id: str, choice: str, **params: Any) -> None:

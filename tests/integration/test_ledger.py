@@ -245,7 +245,8 @@ def test_a_batch_try_writes_what_is_new_since_the_last_entry(eachlabs_conn: Each
 def test_the_start_up_fold_reads_in_a_thread_and_pages_answer_meanwhile(
     table: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first page after the api-server starts does not wait for a whole ledger to be read."""
+    """The first page after the api-server starts does not wait for a whole ledger to be read: it
+    starts the fold in a thread and answers; a later page has the figures."""
     import contextlib
     import threading
 
@@ -262,10 +263,15 @@ def test_the_start_up_fold_reads_in_a_thread_and_pages_answer_meanwhile(
         with Session(table.get_bind()) as session:
             yield session
 
-    monkeypatch.setattr(spend, "FOLD", spend.Fold())
-    thread = spend.warm_up(slow_session)
-    assert spend.current(table) is None  # the page answers now, with a note, not after the read
+    for name, value in (
+        ("FOLD", spend.Fold()),
+        ("READY", threading.Event()),
+        ("_STARTED", threading.Event()),
+    ):
+        monkeypatch.setattr(spend, name, value)
+    monkeypatch.setattr(spend, "FIRST_FOLD_WAIT", 0.2)
+    assert spend.current(table, slow_session) is None  # the page answers now, with a note, not after the read
     release.set()
-    thread.join(10)
+    assert spend.READY.wait(10)
     fold = spend.current(table)
     assert fold is not None and spend.figures(fold.buckets.values()).bought == 1
