@@ -473,8 +473,10 @@ def ledger_rows(
 
     from airflow_provider_eachlabs.ledger import BATCH, BOUGHT, ENDED, PREFIX
 
+    # ``dag_id || ''``: no index on it may be used, so the database walks the primary key from the
+    # newest row and stops at the limit (SQLite otherwise sorted every ledger row: 1.3 s at a million).
     query = select(Store).where(
-        Store.key.startswith(PREFIX, autoescape=True), Store.dag_id.in_(sorted(dag_ids))
+        Store.key.startswith(PREFIX, autoescape=True), Store.dag_id.concat("").in_(sorted(dag_ids))
     )
     if since is not None:
         query = query.where(Store.updated_at >= _midnight(since))

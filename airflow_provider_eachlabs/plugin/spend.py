@@ -155,52 +155,58 @@ class Fold:
         self.budgets: dict[str, dict[str, float]] = {}
 
     def refresh(self, session: Session) -> None:
-        """Fold the rows written since the last refresh (all of them, the first time)."""
+        """Fold the rows written since the last refresh (all of them, the first time). A row written
+        more than ``SETTLE_SECONDS`` ago moves the point reads start from past it; a newer one is
+        remembered, so the next refresh reads it again without counting it twice."""
         with self._lock:
             now = time.monotonic()
             if now - self.checked_at > DELETION_CHECK_SECONDS:
                 self.checked_at = now
                 if self.rows and _count_up_to(session, self.watermark) != self.rows:
                     self._reset()
-            for row in _rows_after(session, self.settled):
-                if row[0] in self.recent:
+            settled = self.settled
+            for ident, dag_id, key, raw, task_id, old in _rows_after(session, self.settled):
+                if old:
+                    settled = max(settled, ident)
+                if ident in self.recent:
                     continue
-                self.recent[row[0]] = now
-                self.watermark = max(self.watermark, row[0])
+                if not old:
+                    self.recent[ident] = now
+                self.watermark = max(self.watermark, ident)
                 self.rows += 1
-                self._fold(*row[1:])
-            old = [ident for ident, seen in self.recent.items() if now - seen >= SETTLE_SECONDS]
-            if old:
-                self.settled = max(self.settled, *old)
-                self.recent = {i: seen for i, seen in self.recent.items() if i > self.settled}
+                self._fold(dag_id, key, raw, task_id)
+            aged = [ident for ident, seen in self.recent.items() if now - seen >= SETTLE_SECONDS]
+            self.settled = max(settled, *aged) if aged else settled
+            self.recent = {i: seen for i, seen in self.recent.items() if i > self.settled}
 
-    def _fold(self, dag_id: str, key: str, raw: Any, updated_at: datetime | None, task_id: str) -> None:
+    def _fold(self, dag_id: str, key: str, raw: Any, task_id: str) -> None:
         try:
             value = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError:
             return
         if not isinstance(value, Mapping):
             return
-        written = _epoch(updated_at)
         if key.startswith((BOUGHT, BATCH)):
             budget = _number(value.get("max_cost"))
-            tasks = self.budgets.setdefault(dag_id, {})
-            if budget is None:
-                tasks.pop(task_id, None)
-            else:
+            tasks = self.budgets.get(dag_id)
+            if budget is not None:
+                if tasks is None:
+                    tasks = self.budgets[dag_id] = {}
                 tasks[task_id] = budget
+            elif tasks:
+                tasks.pop(task_id, None)
         named = value.get("conn")
         conn = named if isinstance(named, str) else ""
         if key.startswith(BOUGHT):
-            where = self._where(dag_id, _number(value.get("at")) or written, conn)
-            self.buckets.setdefault(where, Bucket()).bought += 1
+            where = BucketKey(dag_id, _day(value.get("at")), conn)
+            self._at(where).bought += 1
             self.open[key[len(BOUGHT) :]] = where
         elif key.startswith(ENDED):
             status = value.get("status")
             if status not in STATUSES:
                 return
             self.open.pop(key[len(ENDED) :], None)
-            bucket = self._bucket(dag_id, _number(value.get("bought_at")) or written, conn)
+            bucket = self._at(BucketKey(dag_id, _day(value.get("bought_at")), conn))
             setattr(bucket, status, getattr(bucket, status) + 1)
             cost = value.get("cost")
             if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 0:
@@ -213,7 +219,7 @@ class Fold:
 
                 bucket.times[time_bin(seconds)] += 1
         elif key.startswith(BATCH):
-            bucket = self._bucket(dag_id, _number(value.get("at")) or written, conn)
+            bucket = self._at(BucketKey(dag_id, _day(value.get("at")), conn))
             for name in ("bought", SUCCEEDED, FAILED, CANCELLED, "cost"):
                 number = value.get(name)
                 if isinstance(number, int) and not isinstance(number, bool) and number > 0:
@@ -223,12 +229,11 @@ class Fold:
                 if str(name).lstrip("-").isdigit() and isinstance(number, int) and number > 0:
                     bucket.times[int(name)] += number
 
-    def _bucket(self, dag_id: str, at: float, conn: str) -> Bucket:
-        return self.buckets.setdefault(self._where(dag_id, at, conn), Bucket())
-
-    @staticmethod
-    def _where(dag_id: str, at: float, conn: str) -> BucketKey:
-        return BucketKey(dag_id, datetime.fromtimestamp(at, tz=timezone.utc).date(), conn)
+    def _at(self, where: BucketKey) -> Bucket:
+        bucket = self.buckets.get(where)
+        if bucket is None:
+            bucket = self.buckets[where] = Bucket()
+        return bucket
 
     def budget(self, dag_id: str) -> float | None:
         """The sum of the DAG's tasks' ``max_cost`` (USD per run), None when no task has one."""
@@ -317,20 +322,24 @@ def _airflow_sessions() -> Callable[[], AbstractContextManager[Session]]:
     return create_session
 
 
-def _rows_after(
-    session: Session, watermark: int
-) -> Iterable[tuple[int, str, str, Any, datetime | None, str]]:
+def _rows_after(session: Session, watermark: int) -> Iterable[tuple[int, str, str, Any, str, bool]]:
+    """The ledger's rows after ``watermark``, by id, each with whether it was written more than
+    ``SETTLE_SECONDS`` ago (the database compares: converting a million timestamps to Python costs
+    seconds)."""
+    from datetime import timedelta
+
     from airflow.models.task_state_store import TaskStateStoreModel as Store
     from sqlalchemy import select
 
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=SETTLE_SECONDS)
     query = (
-        select(Store.id, Store.dag_id, Store.key, Store.value, Store.updated_at, Store.task_id)
+        select(Store.id, Store.dag_id, Store.key, Store.value, Store.task_id, (Store.updated_at < cutoff))
         .where(Store.id > watermark, Store.key.startswith(PREFIX, autoescape=True))
         .order_by(Store.id)
         .execution_options(yield_per=FETCH_ROWS)
     )
     for row in session.execute(query):
-        yield row[0], row[1], row[2], row[3], row[4], row[5]
+        yield row[0], row[1], row[2], row[3], row[4], bool(row[5])
 
 
 def _count_up_to(session: Session, watermark: int) -> int:
@@ -341,10 +350,13 @@ def _count_up_to(session: Session, watermark: int) -> int:
     return int(session.scalar(query) or 0)
 
 
-def _epoch(value: datetime | None) -> float:
-    if value is None:
-        return time.time()
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _day(at: Any) -> date:
+    """The UTC day of an epoch time (now when the entry gives none): arithmetic, no datetime."""
+    seconds = _number(at) or time.time()
+    return date.fromordinal(_EPOCH_ORDINAL + int(seconds // 86400))
 
 
 def _number(value: Any) -> float | None:
