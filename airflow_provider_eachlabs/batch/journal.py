@@ -46,7 +46,8 @@ SEGMENTS_BEFORE_SNAPSHOT = 256
 SENDING, CREATED, DONE, QUEUED = "sending", "created", "done", "queued"
 STATES = (QUEUED, SENDING, CREATED, DONE)
 SUCCESS = "success"
-ROW_STATUSES = (SUCCESS, "failed", "cancelled", "timeout", "not started", "invalid")
+# "rejected": a reviewer rejected the item's staged output (``review``): paid for, not stored.
+ROW_STATUSES = (SUCCESS, "failed", "cancelled", "timeout", "not started", "invalid", "rejected")
 # Every field a results row may have, and its type (None is always allowed but for key and status).
 _NUMBER = (int, float)
 ROW_FIELDS: dict[str, tuple[type, ...]] = {
@@ -70,6 +71,8 @@ ROW_FIELDS: dict[str, tuple[type, ...]] = {
     "max_tries": (int,),
     "fresh": (bool,),
     "task_instance": (str,),
+    # With ``review=True``: "pending" (stored in the staging folder), "approved" or "rejected".
+    "review": (str,),
 }
 # What a results row says about the purchase behind it (``Purchase`` under these names).
 PURCHASE_ROW_FIELDS = ("input_key", "input_digests", "try_number", "max_tries", "fresh", "task_instance")

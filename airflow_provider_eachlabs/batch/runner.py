@@ -65,7 +65,8 @@ JOURNAL_SECONDS = 1.0
 RESULTS_SECONDS = 10.0
 # Errors that no other item would escape: the batch stops creating, finishes what it bought, and fails.
 BATCH_ENDING_ERRORS = (EachlabsAuthError, EachlabsPaymentRequiredError, EachlabsConfigError)
-SUCCESS, INVALID = "success", "invalid"
+SUCCESS, INVALID, REJECTED = "success", "invalid", "rejected"
+PENDING = "pending"  # a results row's ``review`` while its output waits in the staging folder
 # How a decision names the prediction of a create whose answer never came (it is looked for first).
 LOST_CREATE = "(the create an earlier try sent, whose answer was lost)"
 
@@ -124,6 +125,9 @@ class BatchConfig:
     # ``max_cost`` and the price of one prediction, in USD (``budget``); None: no budget.
     max_cost: float | None = None
     price: float | None = None
+    # With ``review=True``: the folder outputs are stored in until a reviewer approves them (inside
+    # ``output_path``, ``review.staging_root``); their rows say ``"review": "pending"``.
+    staging_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -634,7 +638,7 @@ class BatchRunner:
                 stored = await self._io(
                     store_outputs,
                     prediction,
-                    self.config.output_path,
+                    self._store_in,
                     name=watch.key,
                     fetch=self._fetch,
                     expected_format=self._expected_format(watch.input),
@@ -655,8 +659,15 @@ class BatchRunner:
                 )
                 return
             self._ended(watch.key, prediction)  # just before its row: nothing can run in between
-            self._done(watch.key, {**_figures(prediction), "status": SUCCESS, **_stored(stored)})
+            staged = {"review": PENDING} if self.config.staging_path else {}
+            self._done(watch.key, {**_figures(prediction), "status": SUCCESS, **_stored(stored), **staged})
             return
+
+    @property
+    def _store_in(self) -> str:
+        """Where an output goes: ``output_path``, or with review the staging folder inside it."""
+        staging = self.config.staging_path
+        return staging.rstrip("/") + "/" if staging else self.config.output_path
 
     def _expected_format(self, input_: dict[str, Any]) -> str | None:
         """The image type the item asked for, when its model has a field for it."""
@@ -821,7 +832,7 @@ def summarize(
     times = sorted(
         float(row["predict_time"]) for row in rows if isinstance(row.get("predict_time"), (int, float))
     )
-    failed = [row for row in rows if row.get("status") not in (SUCCESS, INVALID)]
+    failed = [row for row in rows if row.get("status") not in (SUCCESS, INVALID, REJECTED)]
     return {
         "items": len(rows),
         "succeeded": statuses[SUCCESS],
@@ -835,6 +846,17 @@ def summarize(
         "results_path": results_path,
         "first_failures": [{"key": row["key"], "error": row.get("error")} for row in failed[:5]],
         "all_failures_final": bool(failed) and all(row.get("final") for row in failed),
+        # With review only (a batch without it has neither): outputs staged, and items rejected.
+        **_review_counts(rows),
+    }
+
+
+def _review_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    staged = sum(row.get("status") == SUCCESS and row.get("review") == PENDING for row in rows)
+    rejected = sum(row.get("status") == REJECTED for row in rows)
+    return {
+        **({"in_review": staged} if staged else {}),
+        **({"rejected": rejected} if rejected else {}),
     }
 
 

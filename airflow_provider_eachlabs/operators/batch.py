@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_eachlabs.failing import final_errors_fail_the_task
 from airflow_provider_eachlabs.links import EachlabsPredictionLink
+from airflow_provider_eachlabs.operators.batch_review import BatchReviewMixin
 from airflow_provider_eachlabs.settings import DEFAULT_CONN_ID, MAX_OUTPUT_BYTES, default_deferrable
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ RESULTS_NAME = "eachlabs-results.jsonl"
 SHOWN_ERRORS = 5
 
 
-class EachlabsBatchOperator(BaseOperator):
+class EachlabsBatchOperator(BatchReviewMixin, BaseOperator):
     """Run one Eachlabs model over many inputs in one task, and store every output.
 
     :param model: the model slug. Templated.
@@ -76,6 +77,14 @@ class EachlabsBatchOperator(BaseOperator):
         Templated.
     :param cost_per_prediction: the price of one prediction in USD, which ``max_cost`` needs: the API
         publishes no price per model. Ended predictions count at the cost the API reports. Templated.
+    :param review: stage every output in ``<output_path>/.eachlabs-review/`` and wait for a person
+        before anything reaches ``output_path`` (README, "Reviewing fills before they are published"):
+        Approve stores them (the items named in ``reject`` left out), Reject fails the task with the
+        note, Re-fill buys the items named in ``refill`` again with their new prompts and asks again.
+    :param max_review_rounds: the most review rounds, the first included (default 3).
+    :param review_timeout: how long a review may wait for an answer; None waits for ever.
+    :param on_review_timeout: what an unanswered review does at ``review_timeout``: ``"reject"``
+        (default) or ``"approve"``.
     """
 
     template_fields: Sequence[str] = (
@@ -121,10 +130,22 @@ class EachlabsBatchOperator(BaseOperator):
         fresh_prediction: bool | str = False,
         max_cost: float | str | None = None,
         cost_per_prediction: float | str | None = None,
+        review: bool = False,
+        max_review_rounds: int = 3,
+        review_timeout: timedelta | None = None,
+        on_review_timeout: str = "reject",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         from airflow_provider_eachlabs.exceptions import EachlabsInputError
+        from airflow_provider_eachlabs.review import check_settings
+
+        check_settings(max_review_rounds, on_review_timeout)
+        self.review = review
+        self.max_review_rounds = max_review_rounds
+        self.review_timeout = review_timeout
+        self.on_review_timeout = on_review_timeout
+        self._review_prompts: dict[str, str] = {}
 
         if on_invalid not in ON_INVALID:
             raise EachlabsInputError("on_invalid", on_invalid, f"must be one of {', '.join(ON_INVALID)}")
@@ -203,11 +224,15 @@ class EachlabsBatchOperator(BaseOperator):
             # unwritable output_path) is recorded for the tab, naming no prediction.
             with outcome_reported(context, lambda: None, str(self.model)):
                 config = self._plan(context)
-            if self.deferrable:
-                from airflow_provider_eachlabs.triggers.batch import BatchTrigger
+            return self._run(context, config)
 
-                self.defer(trigger=BatchTrigger(config.to_dict()), method_name="execute_complete")
-            return self._finish(context, config, self._run_here(config))
+    def _run(self, context: Context, config: BatchConfig) -> Any:
+        """Run the planned batch: in the triggerer when deferrable, else here, then take the verdict."""
+        if self.deferrable:
+            from airflow_provider_eachlabs.triggers.batch import BatchTrigger
+
+            self.defer(trigger=BatchTrigger(config.to_dict()), method_name="execute_complete")
+        return self._finish(context, config, self._run_here(config))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger ran the batch: the verdict is taken here, on the worker."""
@@ -248,6 +273,7 @@ class EachlabsBatchOperator(BaseOperator):
 
         terms = budget_terms(self.max_cost, self.cost_per_prediction)
         check_output_locations({"output_path": self._folder}, None)
+        self.load_review(context)  # a re-fill's prompts, which the items are sent with from now on
         journal = Journal(self._journal_path(context))
         self.start_checks()
         invalid, total, keys = self._check_all()
@@ -384,7 +410,18 @@ class EachlabsBatchOperator(BaseOperator):
             import json
 
             items = json.loads(items)
-        return iter_items(items, self.items_path)
+        found = iter_items(items, self.items_path)
+        prompts = self._review_prompts
+        if not prompts:
+            return found
+        from dataclasses import replace
+
+        return (
+            replace(item, fields={**item.fields, "prompt": prompts[item.key]})
+            if item.key in prompts
+            else item
+            for item in found
+        )
 
     @property
     def _folder(self) -> str:
@@ -427,6 +464,7 @@ class EachlabsBatchOperator(BaseOperator):
             fresh=fresh_requested(self.fresh_prediction),
             try_number=_count(getattr(ti, "try_number", None)),
             max_tries=_count(getattr(ti, "max_tries", None)),
+            staging_path=self.staging_path(context),
             **self._budget_config(),
         )
 
@@ -481,6 +519,16 @@ class EachlabsBatchOperator(BaseOperator):
         record_batch_try(context, summary.pop("spend_tally", None) or {})
         budget_stop = summary.pop("budget_stop", None)  # max_cost stopped the creates (``batch.runner``)
         ok = summary["failed"] <= self.max_failed and not budget_stop
+        if ok and self.review and summary.get("in_review"):
+            self.log.info(
+                "Batch finished: %d of %d items staged for review, %d failed, %d invalid; $%.2f spent",
+                summary["in_review"],
+                summary["items"],
+                summary["failed"],
+                summary["invalid"],
+                summary["spend"],
+            )
+            self.ask_for_batch_review(context, summary)  # waits; resumes in batch_review_complete
         context["ti"].xcom_push(key=OUTCOME_KEY, value=batch_outcome(summary, model=config.model, ok=ok))
 
         self.log.info(

@@ -196,7 +196,12 @@ def _tab(ti: Any) -> str:
 
 
 def _wait_for_answer(
-    operator: Any, ti_id: Any, defaults: list[str] | None, form: dict[str, Any], timeout: timedelta | None
+    operator: Any,
+    ti_id: Any,
+    defaults: list[str] | None,
+    form: dict[str, Any],
+    timeout: timedelta | None,
+    method_name: str = "review_complete",
 ) -> None:
     """Park the task until the answer: ``awaiting_input`` on Airflow 3.3 (no trigger, no slot),
     a deferral to the standard provider's ``HITLTrigger`` before."""
@@ -217,6 +222,6 @@ def _wait_for_answer(
                 multiple=False,
                 timeout_datetime=utcnow() + timeout if timeout else None,
             ),
-            method_name="review_complete",
+            method_name=method_name,
         )
-    raise TaskAwaitingInput(method_name="review_complete", timeout=timeout)
+    raise TaskAwaitingInput(method_name=method_name, timeout=timeout)

@@ -32,6 +32,7 @@ OFFSET_BITS = 28
 MANIFEST_MAX_BYTES = 1 << OFFSET_BITS  # 256 MiB: every offset fits below the key's hash in the index
 LINE_MAX_BYTES = 64 * 1024  # a longer line is no row the batch wrote, and is skipped
 NEWEST_KEPT = 48
+PENDING_KEPT = 200  # staged outputs a review shows (with ``review=True``); the rest are in the manifest
 FAILURES_KEPT = 50
 _KEPT_MANIFESTS = 8
 
@@ -51,6 +52,9 @@ class BatchResults:
     spend: float = 0.0
     newest: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # With ``review=True``: outputs in the staging folder, waiting for a review (not in output_path).
+    staged: int = 0
+    pending: list[dict[str, Any]] = field(default_factory=list)
     _times: array[float] = field(default_factory=lambda: array("d"))
     _index: array[int] = field(default_factory=lambda: array("q"))
 
@@ -128,7 +132,11 @@ def _scan(handle: IO[bytes], path: str) -> BatchResults:
         _count(results, row)
         index.append((_hash(str(row["key"])) << OFFSET_BITS) | start)
         if row.get("status") == "success" and row.get("stored_path"):
-            newest.append(row)
+            if row.get("review") == "pending":
+                if len(results.pending) < PENDING_KEPT:
+                    results.pending.append(row)
+            else:
+                newest.append(row)
     results._index = array("q", sorted(index))
     results.newest = list(reversed(newest))
     return results
@@ -138,9 +146,14 @@ def _count(results: BatchResults, row: dict[str, Any]) -> None:
     status = row.get("status")
     results.done += 1
     if status == "success" and row.get("stored_path"):
-        results.stored += 1
+        if row.get("review") == "pending":
+            results.staged += 1
+        else:
+            results.stored += 1
     if status == "invalid":
         results.invalid += 1
+    elif status == "rejected":  # a reviewer rejected it: paid for, deliberately not stored
+        pass
     elif status != "success":
         results.failed += 1
         if len(results.failures) < FAILURES_KEPT:

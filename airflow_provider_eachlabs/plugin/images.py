@@ -110,12 +110,23 @@ def _download(view: TaskView, url: str) -> bytes:
     return bytes(call_at_once(lambda: page_hook(conn_id).download(url, MAX_OUTPUT_BYTES).content))
 
 
-def _read_stored(view: TaskView, path: str) -> bytes:
-    """At most ``MAX_OUTPUT_BYTES`` of the stored output, found inside the task's ``output_path``."""
+def _read_stored(view: TaskView, path: str, staged: bool = False) -> bytes:
+    """At most ``MAX_OUTPUT_BYTES`` of the stored output, found inside the task's ``output_path``; a
+    batch output staged for review (``staged``) inside that task instance's staging folder there."""
     folder = view.authority.output_path
     if folder is None:
         raise Unavailable(view.authority.unknown or "the task has no output_path")
-    return read_inside(path, folder, MAX_OUTPUT_BYTES)
+    return read_inside(path, staging_folder(view, folder) if staged else folder, MAX_OUTPUT_BYTES)
+
+
+def staging_folder(view: TaskView, output_path: str) -> str:
+    """Where the batch task instance of ``view`` stages outputs for review: derived here from the DAG's
+    ``output_path`` and the task's identity, never from what the task recorded."""
+    from airflow_provider_eachlabs.batch.journal import journal_root
+    from airflow_provider_eachlabs.review import staging_root
+
+    journal = journal_root(output_path, view.dag_id, view.run_id, view.task_id, view.map_index)
+    return staging_root(output_path, journal.rsplit("/", 1)[-1])
 
 
 def _why(error: BaseException) -> str:
@@ -144,7 +155,7 @@ def batch_picture(view: TaskView, row: dict[str, Any] | None, *, thumbnail: bool
     if thumbnail and (kept := _thumbnails.get(key)) is not None:
         return kept
     try:
-        found = _checked(_read_stored(view, stored))
+        found = _checked(_read_stored(view, stored, staged=row.get("review") == "pending"))
     except Exception as error:
         raise Unavailable(f"the stored output {stored[:200]}: {_why(error)}") from None
     if not thumbnail:
