@@ -329,7 +329,8 @@ def _review_form(view: TaskView, ui_base: str) -> dict[str, Any] | None:
     where Airflow's HITL REST API takes the answer (the browser's own Airflow login sends it)."""
     from airflow_provider_eachlabs.review import CHANGEABLE
 
-    if view.state != "awaiting_input" or view.outcome.get("status") != "awaiting review":
+    # Airflow 3.3 parks a review in awaiting_input; 3.2 defers it to a HITLTrigger.
+    if view.state not in ("awaiting_input", "deferred") or view.outcome.get("status") != "awaiting review":
         return None
     problem = view.outcome.get("review_problem")
     where = "/".join(quote(part, safe="") for part in (view.dag_id, view.run_id, view.task_id))

@@ -12,6 +12,7 @@ README's copies to ``docs/screenshots``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -362,6 +363,9 @@ def test_a_fill_is_reviewed_in_the_eachlabs_tab_and_listed_in_required_actions(
     """The review form in the tab answers through Airflow's HITL REST API with the browser's own
     login: a re-fill with a new prompt buys one more fill, approval stores it."""
     from tests.e2e.test_review import DAG_ID, TASK_ID, waiting_for_review
+
+    if importlib.util.find_spec("airflow.models.task_state_store") is None:
+        pytest.skip("waits in Airflow 3.3's awaiting_input (3.2 defers to a HITLTrigger)")
 
     stack = dags_ready
     sim = stack.fast_sim

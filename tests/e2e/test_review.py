@@ -6,6 +6,7 @@ the task's Asset event; a Reject fails the task with its note, storing nothing.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,16 @@ def waiting_for_review(stack: AirflowStack, run_id: str, round_number: int) -> d
     except AssertionError as error:
         (ti,) = stack.api.task_instances(DAG_ID, run_id)
         log = stack.api.log(DAG_ID, run_id, TASK_ID, try_number=ti["try_number"])
-        raise AssertionError(f"{error}; the task is {ti['state']}; its log ends:\n{log[-6000:]}") from None
+        raise AssertionError(
+            f"{error}; the task is {ti['state']}; its log ends:\n{log[-3000:]}\n{stack.logs()}"
+        ) from None
 
 
 def respond(stack: AirflowStack, run_id: str, choice: str, **params: Any) -> None:
+    """Answer as a person does: not within milliseconds of the task parking. An answer that lands
+    while the worker that parked the task is still exiting has Airflow 3.3's scheduler fail the
+    resumed task ("Cannot start Task Instance in invalid state"), whoever the operator is."""
+    time.sleep(3)
     body = {
         "chosen_options": [choice],
         "params_input": {"note": None, "prompt": None, "seed": None, "guidance": None, **params},

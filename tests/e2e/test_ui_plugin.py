@@ -10,6 +10,7 @@ in XCom, and no answer carries the API key.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import time
 from typing import Any
@@ -230,6 +231,8 @@ def test_the_fills_page_shows_what_the_api_billed_beside_what_the_dags_recorded(
 ) -> None:
     """A prediction bought with the same key outside Airflow (a notebook's) is listed as billed and
     recorded by no task; the DAGs' own predictions are not."""
+    if importlib.util.find_spec("airflow.models.task_state_store") is None:
+        pytest.skip("the ledger the panel compares is kept in Airflow 3.3's task_state_store")
     from airflow_provider_eachlabs.hooks.eachlabs import EachlabsHook
 
     stack = dags_ready
