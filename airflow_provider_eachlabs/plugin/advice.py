@@ -36,6 +36,12 @@ _BY_ERROR = {
     "an unsafe id): check the connection's host and any proxy in front of it.",
     "EachlabsServerError": "The API failed; the task's own retries take over.",
     "EachlabsConnectionError": "The API or the network failed; the task's own retries take over.",
+    "ReviewRejected": "A reviewer rejected the fill; nothing was stored. Change the prompt or the images "
+    "and clear the task to buy and review a new fill.",
+    "ReviewRoundsExhausted": "The review asked for more re-fills than max_review_rounds allows; nothing "
+    "more was bought. Raise max_review_rounds, or clear the task to review again.",
+    "EachlabsBudgetError": "The next prediction would have taken the task past its max_cost, so it was "
+    "not bought. Raise max_cost, or buy fewer predictions.",
 }
 
 

@@ -55,6 +55,7 @@ from airflow_provider_eachlabs.plugin.records import (
 TEMPLATES = Path(__file__).parent / "templates"
 NOTHING = "\u2013"  # an en dash, where a figure is not known
 OVERVIEW_ROWS = 200
+THUMBNAILS = 24
 # How long the fills page waits for the API's history before it answers (the listing goes on, and
 # the next view within a minute shows it).
 RECONCILE_WAIT = 0.5
@@ -187,7 +188,16 @@ def create_app() -> FastAPI:
         root = request.scope.get("root_path", "")
         ui_base = root[: -len("/eachlabs")] if root.endswith("/eachlabs") else ""
 
-        def thumb_url(row: Row) -> str:
+        thumbnailed: set[tuple[str, str, str, int]] = set()
+
+        def thumb_url(row: Row) -> str | None:
+            """A thumbnail of the task's stored output, on the newest row of each task instance (its
+            earlier tries' rows would show the same picture) and the newest ``THUMBNAILS`` rows only:
+            each is read by the api-server, so a page of a few hundred rows costs a few reads."""
+            instance = (row.dag_id, row.run_id, row.task_id, row.map_index)
+            if not row.succeeded or row.is_batch or instance in thumbnailed or len(thumbnailed) >= THUMBNAILS:
+                return None
+            thumbnailed.add(instance)
             where = _path(row.dag_id, row.run_id, row.task_id)
             return f"{root}/ti/{where}/image/after?map_index={row.map_index}&thumb=true"
 
@@ -391,13 +401,21 @@ def _stored_at(view: TaskView) -> str:
     return f"nothing stored in {place}" if place.endswith("/") else f"nothing stored at {place}"
 
 
+# Ends a person or the user's own limit decided, not a failure of the prediction.
+_DECIDED_HEADLINES = {
+    "ReviewRejected": "The fill was rejected in review",
+    "ReviewRoundsExhausted": "The review's re-fills ran out",
+    "EachlabsBudgetError": "The task's budget (max_cost) stopped it",
+}
+
+
 def _failure(view: TaskView) -> dict[str, Any] | None:
     outcome = view.outcome
-    if not outcome or outcome.get("ok", True):
+    if not outcome or outcome.get("ok", True) or outcome.get("status") == "awaiting review":
         return None
     status = str(outcome.get("status") or "error")
     code = outcome.get("error_code")
-    headline = {
+    headline = _DECIDED_HEADLINES.get(str(outcome.get("error_class"))) or {
         "failed": "The prediction failed" + (f" ({code})" if code else ""),
         "cancelled": "The prediction was cancelled",
         "timeout": "The prediction did not finish in time",

@@ -38,3 +38,21 @@ def test_a_batch_whose_estimate_exceeds_max_cost_buys_nothing_and_fails_saying_w
     outcome = stack.api.xcom(DAG_ID, run_id, TASK_ID, "eachlabs_outcome")
     assert (outcome["error_class"], outcome["final"]) == ("EachlabsBudgetError", True), outcome
     assert outcome["error_message"] == message
+
+
+def test_a_fill_whose_retry_would_pass_max_cost_stops_at_it(dags_ready: AirflowStack) -> None:
+    stack = dags_ready
+    sim = stack.fast_sim
+    stack.use_simulator(sim)
+    wait_parsed(stack, "eachlabs_budget_fill")
+    before = creates(stack)
+    sim.inject("create", "fail", times=1, error_code="PROVIDER_UNAVAILABLE", error_message="busy")
+    run_id = stack.api.trigger("eachlabs_budget_fill")
+    assert stack.api.wait_run("eachlabs_budget_fill", run_id, 180) == "failed"
+    (ti,) = stack.api.task_instances("eachlabs_budget_fill", run_id)
+    assert (ti["state"], ti["try_number"]) == ("failed", 2), ti  # the retry refused; the third not tried
+    assert creates(stack) == before + 1
+    outcome = stack.api.xcom("eachlabs_budget_fill", run_id, "fill", "eachlabs_outcome")
+    assert outcome["error_class"] == "EachlabsBudgetError" and outcome["final"] is True, outcome
+    assert outcome["error_message"].startswith("max_cost $0.07: spent $0.05 on 1 prediction ("), outcome
+    assert "the next one costs $0.05: it was not sent" in outcome["error_message"], outcome

@@ -182,3 +182,19 @@ def test_a_fill_waiting_for_review_shows_the_form_that_answers_through_airflows_
     # Once answered (or for any other state), there is no form.
     answered = _view("scheduled", prediction_id="pred_1", outcome={"status": "awaiting review"})
     assert 'id="review-form"' not in render_task_page(template_environment(), answered, "/b", "n", "/ui")
+
+
+def test_a_fill_waiting_for_review_is_no_failure_and_a_rejected_one_says_who_decided() -> None:
+    waiting = _view(
+        "awaiting_input", prediction_id="pred_1", outcome={"ok": False, "status": "awaiting review"}
+    )
+    assert 'class="failure"' not in _page(waiting)
+    said = "The fill was rejected by Ana in review round 1: the crate. Prediction pred_1 was not stored."
+    rejected = _view(
+        "failed",
+        prediction_id="pred_1",
+        outcome={"ok": False, "status": "error", "error_class": "ReviewRejected", "error_message": said},
+    )
+    page = _page(rejected)
+    assert "The fill was rejected in review" in page and "A reviewer rejected the fill" in page
+    assert said in page
