@@ -388,7 +388,7 @@ def test_a_fill_is_reviewed_in_the_eachlabs_tab_and_listed_in_required_actions(
     }
     _tall_screenshot(page, "eachlabs-tab-review.png")
     tab.locator("textarea[name=prompt]").fill("a green meadow, the crate gone")
-    tab.locator("button[data-choice='Re-fill']").click()
+    tab.locator("button[data-choice='Re-fill']:enabled").click()  # enabled 3 s after the page loads
     tab.get_by_text("Re-fill: sent; the task resumes.").wait_for()
     second = waiting_for_review(stack, run_id, 2)["outcome"]["prediction_id"]
     assert set(sim.predictions) - known == {first, second}
@@ -397,7 +397,7 @@ def test_a_fill_is_reviewed_in_the_eachlabs_tab_and_listed_in_required_actions(
     page.reload()
     tab = _eachlabs_frame(page, "eachlabs/ti/")
     tab.get_by_text(second).first.wait_for()
-    tab.locator("button[data-choice='Approve']").click()
+    tab.locator("button[data-choice='Approve']:enabled").click()
     tab.get_by_text("Approve: sent; the task resumes.").wait_for()
     assert stack.api.wait_run(DAG_ID, run_id, 120) == "success", stack.logs()
     assert stack.api.xcom(DAG_ID, run_id, TASK_ID, "return_value")["prediction_id"] == second
