@@ -18,6 +18,8 @@ from typing import Any
 from airflow_provider_eachlabs.exceptions import EachlabsError, EachlabsInputError
 
 APPROVE, REJECT, REFILL = "Approve", "Reject", "Re-fill"
+# How this provider's review requests begin, in Required Actions and on the fills page.
+FILL_SUBJECT, BATCH_SUBJECT = "Review the fill of ", "Review the batch "
 OPTIONS = [APPROVE, REJECT, REFILL]
 TIMEOUT_CHOICES = {"reject": REJECT, "approve": APPROVE}
 # What a reviewer may change for a re-fill, and the JSON Schema type of each (null: keep it).
@@ -105,9 +107,14 @@ def verdict(event: Mapping[str, Any] | None, current: Mapping[str, Any]) -> Verd
     return Verdict(chosen[0], note, who, changes, bool(event.get("timedout")))
 
 
-def rejection(verdict: Verdict, prediction_id: str, round_number: int) -> str:
+def _who_and_why(verdict: Verdict | BatchVerdict) -> tuple[str, str]:
+    """Who rejected (the reviewer, or the review's timeout) and the note, as a rejection says them."""
     who = f"by {verdict.by}" if verdict.by else ("by the review's timeout" if verdict.timed_out else "")
-    said = f": {verdict.note}" if verdict.note else " (no note)"
+    return who, f": {verdict.note}" if verdict.note else " (no note)"
+
+
+def rejection(verdict: Verdict, prediction_id: str, round_number: int) -> str:
+    who, said = _who_and_why(verdict)
     return (
         f"The fill was rejected {who} in review round {round_number}{said}. Prediction {prediction_id} "
         "was not stored."
@@ -274,8 +281,7 @@ def _short(value: Any) -> str:
 
 
 def batch_rejection(verdict: BatchVerdict, round_number: int, staged: int) -> str:
-    who = f"by {verdict.by}" if verdict.by else ("by the review's timeout" if verdict.timed_out else "")
-    said = f": {verdict.note}" if verdict.note else " (no note)"
+    who, said = _who_and_why(verdict)
     return (
         f"The batch was rejected {who} in review round {round_number}{said}. None of its {staged} staged "
         "outputs was stored."

@@ -94,10 +94,8 @@ class BatchReviewMixin:
     ) -> None:
         """Leave the outcome for the tab (awaiting review, the round, how many are staged), write the
         human-in-the-loop request and wait for the answer without holding a worker slot."""
-        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
-
         from airflow_provider_eachlabs import review as rules
-        from airflow_provider_eachlabs.operators.review import _tab, _wait_for_answer
+        from airflow_provider_eachlabs.operators.review import review_tab, wait_for_answer, write_request
         from airflow_provider_eachlabs.record import TaskRecord
         from airflow_provider_eachlabs.results import OUTCOME_KEY, batch_outcome
 
@@ -117,16 +115,14 @@ class BatchReviewMixin:
             outcome["review_problem"] = problem[:1000]
         ti = context["ti"]
         ti.xcom_push(key=OUTCOME_KEY, value=outcome)
-        defaults = [rules.TIMEOUT_CHOICES[self.on_review_timeout]] if self.review_timeout else None
         form = rules.batch_params()
-        upsert_hitl_detail(
-            ti_id=ti.id,
-            options=rules.OPTIONS,
-            subject=f"Review the batch {ti.task_id} ({ti.dag_id})",
-            body=rules.batch_body(ti.task_id, self.max_review_rounds, _tab(ti)),
-            defaults=defaults,
-            multiple=False,
-            params=form,
+        defaults = write_request(
+            ti,
+            subject=f"{rules.BATCH_SUBJECT}{ti.task_id} ({ti.dag_id})",
+            body=rules.batch_body(ti.task_id, self.max_review_rounds, review_tab(ti)),
+            form=form,
+            review_timeout=self.review_timeout,
+            on_review_timeout=self.on_review_timeout,
         )
         self.log.info(
             "%d outputs are staged in %s and wait for a review (round %d of at most %d): answer it in "
@@ -137,7 +133,7 @@ class BatchReviewMixin:
             self.max_review_rounds,
             self._folder,
         )
-        _wait_for_answer(self, ti.id, defaults, form, self.review_timeout, "batch_review_complete")
+        wait_for_answer(self, ti.id, defaults, form, self.review_timeout, "batch_review_complete")
 
     # --- the answer ------------------------------------------------------------------------------
 

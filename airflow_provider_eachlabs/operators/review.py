@@ -89,18 +89,14 @@ class ReviewMixin:
         }
         context["ti"].xcom_push(key=OUTCOME_KEY, value=outcome)
         ti = context["ti"]
-        defaults = [rules.TIMEOUT_CHOICES[self.on_review_timeout]] if self.review_timeout else None
         form = rules.params(self.review_fields())
-        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
-
-        upsert_hitl_detail(
-            ti_id=ti.id,
-            options=rules.OPTIONS,
-            subject=f"Review the fill of {ti.task_id} ({ti.dag_id})",
-            body=rules.body(ti.task_id, self.max_review_rounds, _tab(ti)),
-            defaults=defaults,
-            multiple=False,
-            params=form,
+        defaults = write_request(
+            ti,
+            subject=f"{rules.FILL_SUBJECT}{ti.task_id} ({ti.dag_id})",
+            body=rules.body(ti.task_id, self.max_review_rounds, review_tab(ti)),
+            form=form,
+            review_timeout=self.review_timeout,
+            on_review_timeout=self.on_review_timeout,
         )
         log.info(
             "Prediction %s waits for a review (round %d of at most %d): answer it in Required Actions "
@@ -109,7 +105,7 @@ class ReviewMixin:
             round_number,
             self.max_review_rounds,
         )
-        _wait_for_answer(self, ti.id, defaults, form, self.review_timeout)
+        wait_for_answer(self, ti.id, defaults, form, self.review_timeout)
 
     # --- the answer -----------------------------------------------------------------------------
 
@@ -186,7 +182,35 @@ class ReviewMixin:
         record.save(context)
 
 
-def _tab(ti: Any) -> str:
+def write_request(
+    ti: Any,
+    *,
+    subject: str,
+    body: str,
+    form: dict[str, Any],
+    review_timeout: timedelta | None,
+    on_review_timeout: str,
+) -> list[str] | None:
+    """Write the task's human-in-the-loop request (Required Actions lists it, the HITL REST API
+    answers it); return the answer a timeout takes, if the review has one."""
+    from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+
+    from airflow_provider_eachlabs.review import OPTIONS, TIMEOUT_CHOICES
+
+    defaults = [TIMEOUT_CHOICES[on_review_timeout]] if review_timeout else None
+    upsert_hitl_detail(
+        ti_id=ti.id,
+        options=OPTIONS,
+        subject=subject,
+        body=body,
+        defaults=defaults,
+        multiple=False,
+        params=form,
+    )
+    return defaults
+
+
+def review_tab(ti: Any) -> str:
     from airflow.sdk import conf
 
     from airflow_provider_eachlabs.links import task_tab_path
@@ -195,7 +219,7 @@ def _tab(ti: Any) -> str:
     return task_tab_path(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, base)
 
 
-def _wait_for_answer(
+def wait_for_answer(
     operator: Any,
     ti_id: Any,
     defaults: list[str] | None,

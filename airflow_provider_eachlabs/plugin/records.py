@@ -413,17 +413,17 @@ def overview(
     )
 
 
-# The subject every review request of this provider starts with (``operators.review``).
-REVIEW_SUBJECT = "Review the fill of "
 REVIEWS_SHOWN = 50
 
 
 def reviews_waiting(session: Session, dag_ids: set[str]) -> list[Waiting]:
-    """The readable DAGs' fills waiting for a review: Airflow's human-in-the-loop requests this
-    provider wrote, not answered yet, their task still waiting."""
+    """The readable DAGs' fills and batches waiting for a review: Airflow's human-in-the-loop
+    requests this provider wrote, not answered yet, their task still waiting."""
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
-    from sqlalchemy import select
+    from sqlalchemy import or_, select
+
+    from airflow_provider_eachlabs.review import BATCH_SUBJECT, FILL_SUBJECT
 
     rows = session.execute(
         select(
@@ -438,7 +438,7 @@ def reviews_waiting(session: Session, dag_ids: set[str]) -> list[Waiting]:
             TaskInstance.dag_id.in_(sorted(dag_ids)),
             TaskInstance.state.in_(("awaiting_input", "deferred")),
             HITLDetail.responded_at.is_(None),
-            HITLDetail.subject.startswith(REVIEW_SUBJECT, autoescape=True),
+            or_(*(HITLDetail.subject.startswith(s, autoescape=True) for s in (FILL_SUBJECT, BATCH_SUBJECT))),
         )
         .order_by(HITLDetail.created_at)
         .limit(REVIEWS_SHOWN)
