@@ -33,6 +33,7 @@ from airflow_provider_eachlabs.ledger import (
     PREFIX,
     SUCCEEDED,
     bin_seconds,
+    time_bin,
 )
 
 if TYPE_CHECKING:
@@ -215,8 +216,6 @@ class Fold:
                 bucket.unknown_cost += 1
             seconds = _number(value.get("predict_time"))
             if status == SUCCEEDED and seconds is not None:
-                from airflow_provider_eachlabs.ledger import time_bin
-
                 bucket.times[time_bin(seconds)] += 1
         elif key.startswith(BATCH):
             bucket = self._at(BucketKey(dag_id, _day(value.get("at")), conn))
